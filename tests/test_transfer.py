@@ -1,0 +1,70 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ampxfer_lib.errors import ConfigError
+from ampxfer_lib.model import ModelConfig, new_model
+from ampxfer_lib.render import render_sequential
+from ampxfer_lib.train import make_config, train
+from ampxfer_lib.transfer import InitSource, adapt_to, expand_inputs, fold_knobs, resolve_init
+
+from conftest import plucked_notes
+
+
+def test_snapshot_starts_a_conditioned_model_exactly():
+    snap = new_model(ModelConfig(hidden_size=8), seed=0).weights()
+    wide = expand_inputs(snap, 3)
+    assert wide.config.input_size == 3 and np.all(wide.weight_ih[:, 1:] == 0)
+    x = plucked_notes(0.2)
+    ref = render_sequential(snap, x)
+    for knobs in ([0.0, 0.0], [0.3, 1.0], [1.0, 0.5]):
+        assert np.array_equal(render_sequential(wide, x, knobs), ref)
+
+
+def test_folding_knobs_is_exact():
+    cond = new_model(ModelConfig(input_size=2, hidden_size=8), seed=1).weights()
+    x = plucked_notes(0.2)
+    for k in (0.0, 0.25, 1.0):
+        snap = fold_knobs(cond, [k])
+        assert snap.config.input_size == 1
+        assert np.allclose(render_sequential(snap, x), render_sequential(cond, x, [k]), atol=2e-6)
+
+
+def test_architecture_mismatches_are_explained(tmp_path):
+    src = InitSource("src.json", new_model(ModelConfig(hidden_size=8), seed=0).weights())
+    with pytest.raises(ConfigError, match="hidden size 8 cannot start a hidden-20 model"):
+        adapt_to(src, ModelConfig(hidden_size=20))
+    with pytest.raises(ConfigError, match="--no-skip"):
+        adapt_to(src, ModelConfig(hidden_size=8, skip=False))
+    cond = InitSource("c.json", new_model(ModelConfig(input_size=3, hidden_size=8), seed=0).weights())
+    with pytest.raises(ConfigError, match="takes 2 knob"):
+        adapt_to(cond, ModelConfig(input_size=2, hidden_size=8))
+    with pytest.raises(ConfigError, match="no such model file"):
+        resolve_init(str(tmp_path / "missing.json"))
+    with pytest.raises(ConfigError, match="needs a run folder"):
+        resolve_init(str(tmp_path / "missing.json"), keep_optimizer=True)
+    with pytest.raises(ConfigError, match="not a run folder"):
+        resolve_init(str(tmp_path))
+
+
+def test_transfer_starts_and_ends_below_scratch(small_data, small_data_b, tmp_path):
+    train(make_config(small_data, hidden_size=8, max_epochs=12, seed=0), tmp_path / "source")
+    budget = dict(hidden_size=8, max_epochs=4, seed=1)
+    scratch = train(make_config(small_data_b, **budget), tmp_path / "scratch")
+    transfer = train(make_config(small_data_b, init_from=str(tmp_path / "source"), **budget), tmp_path / "transfer")
+    assert transfer["initial_val_loss"] < scratch["initial_val_loss"] / 3
+    assert transfer["best_val_loss"] < scratch["best_val_loss"]
+    assert transfer["init_from"] == str(tmp_path / "source")
+
+
+def test_keep_optimizer_takes_the_source_state(small_data, tmp_path):
+    train(make_config(small_data, hidden_size=4, max_epochs=1), tmp_path / "src")
+    src = resolve_init(str(tmp_path / "src"), keep_optimizer=True)
+    assert src.optimizer_state is not None and src.optimizer_state["state"]
+    s = train(make_config(small_data, init_from=str(tmp_path / "src"), keep_optimizer=True, lr=1e-3, max_epochs=1),
+              tmp_path / "kept")
+    assert s["hidden_size"] == 4
+    hist = json.loads((tmp_path / "kept" / "history.json").read_text())
+    assert hist[-1]["lr"] == 1e-3
