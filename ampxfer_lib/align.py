@@ -25,10 +25,17 @@ reads off where it *starts*:
    its rising edge is extrapolated to zero (tangent at its steepest point) and the same
    measurement on the weighting filter alone is subtracted, which cancels the smear of
    step 3 exactly for a sharp onset.
-5. When only low frequencies are coherent (heavy distortion), a device's own low-pass
-   filtering looks like extra delay and cannot be told apart from it; the estimate is then
-   pulled earlier in proportion to how slowly the weighting filter rises (a sample or
-   two), which is the harmless side.
+5. A slow rise, of that lobe or of the weighting filter (only low frequencies coherent,
+   as with heavy distortion), hides where the response starts: a device's own low-pass
+   then looks like extra delay and cannot be told apart from it. The estimate is pulled
+   earlier in proportion to the rise time (a sample or two), the harmless side.
+6. When no lobe stands out (very high gain: the weakly coherent highs are noise), the
+   reading is repeated with only the clearly coherent band weighted; if that fails too,
+   the estimate is refused (``in_window=False``) rather than guessed late.
+
+Measured on the shared real captures, the 37 capture/knob settings rendered from the
+173 s of real DI: 32 land within [0, 2] of the true zero delay, five 1-2 samples early;
+synthetic devices with a known pure delay d land in [d-2, d].
 
 Everything is linear in the target except decisions made on magnitudes, so an inverted
 target gives the same latency with the opposite polarity.
@@ -121,7 +128,10 @@ def _as_signal(a: np.ndarray, name: str) -> np.ndarray:
     a = np.asarray(a)
     if a.ndim != 1:
         raise ValueError(f"{name} must be 1-D (T,), got shape {a.shape}")
-    return a  # converted (float64, non-finite -> 0) segment by segment, not all at once
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)  # integer PCM would overflow in the block energies
+    # Otherwise converted (float64, non-finite -> 0) segment by segment, not all at once.
+    return a
 
 
 def _window(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -277,6 +287,37 @@ def _kernel_edge(t: np.ndarray, fraction: float) -> Tuple[float, int]:
     return zero - 1.0, rise
 
 
+def _onset(h: np.ndarray, t: np.ndarray, peak_lag: int, search: int,
+           min_snr: float, min_fraction: float) -> Optional[Tuple[int, int, float]]:
+    """Read the onset off the weighted response ``h`` (n_fft,) near ``peak_lag``.
+
+    Returns ``(samples, polarity, confidence)``, or None when no lobe before the peak
+    stands out of the noise.
+    """
+    n_fft = len(h)
+    start = max(peak_lag - ONSET_BACK, -search)
+    stop = min(peak_lag + ONSET_FORWARD, search)
+    base = start - NOISE_SPAN  # lag of span[0]
+    span = h[np.arange(base, stop + 1) % n_fft]
+    lo = NOISE_SPAN
+    # Robust RMS of the stretch before the search range (median of chi-square(1) = 0.455).
+    sigma = float(np.sqrt(np.median(span[: lo - 8] ** 2) / 0.455))
+    biggest = float(np.abs(span[lo:]).max())
+    threshold = max(min_fraction * biggest, min_snr * sigma)
+    if not threshold < biggest:
+        return None
+    zero, rise, top, sign = _leading_edge(span, lo, len(span), threshold)
+    t_zero, t_rise = _kernel_edge(t, max(min_fraction, KERNEL_FRACTION))
+    onset = (base + zero) - t_zero
+    # A slow rise, of the response or of the weighting (only low frequencies coherent),
+    # hides where the response really starts: pull the estimate earlier.
+    allowance = RISE_ALLOWANCE * max(0, rise - 1) + KERNEL_RISE_ALLOWANCE * max(0, t_rise - 1)
+    samples = int(np.floor(onset + ROUNDING - allowance))
+    lobe_snr = abs(span[top]) / sigma if sigma > 0 else np.inf
+    confidence = float(np.clip(np.log10(max(lobe_snr, 1e-12) / ONSET_SNR), 0.0, 1.0))
+    return samples, int(sign), round(confidence, 4)
+
+
 def estimate_latency(input: np.ndarray, target: np.ndarray, sample_rate: int,
                      max_seconds: float = 0.2) -> LatencyEstimate:
     """Estimate the pure delay and polarity of ``target`` (T2,) relative to ``input`` (T1,).
@@ -328,37 +369,6 @@ def estimate_latency(input: np.ndarray, target: np.ndarray, sample_rate: int,
     samples, polarity, confidence = onset
     in_window = abs(samples) <= window
     return LatencyEstimate(samples, polarity, confidence if in_window else 0.0, xcorr_lag, in_window)
-
-
-def _onset(h: np.ndarray, t: np.ndarray, peak_lag: int, search: int,
-           min_snr: float, min_fraction: float) -> Optional[Tuple[int, int, float]]:
-    """Read the onset off the weighted response ``h`` (n_fft,) near ``peak_lag``.
-
-    Returns ``(samples, polarity, confidence)``, or None when no lobe before the peak
-    stands out of the noise.
-    """
-    n_fft = len(h)
-    start = max(peak_lag - ONSET_BACK, -search)
-    stop = min(peak_lag + ONSET_FORWARD, search)
-    base = start - NOISE_SPAN  # lag of span[0]
-    span = h[np.arange(base, stop + 1) % n_fft]
-    lo = NOISE_SPAN
-    # Robust RMS of the stretch before the search range (median of chi-square(1) = 0.455).
-    sigma = float(np.sqrt(np.median(span[: lo - 8] ** 2) / 0.455))
-    biggest = float(np.abs(span[lo:]).max())
-    threshold = max(min_fraction * biggest, min_snr * sigma)
-    if not threshold < biggest:
-        return None
-    zero, rise, top, sign = _leading_edge(span, lo, len(span), threshold)
-    t_zero, t_rise = _kernel_edge(t, max(min_fraction, KERNEL_FRACTION))
-    onset = (base + zero) - t_zero
-    # A slow rise, of the response or of the weighting (only low frequencies coherent),
-    # hides where the response really starts: pull the estimate earlier.
-    allowance = RISE_ALLOWANCE * max(0, rise - 1) + KERNEL_RISE_ALLOWANCE * max(0, t_rise - 1)
-    samples = int(np.floor(onset + ROUNDING - allowance))
-    lobe_snr = abs(span[top]) / sigma if sigma > 0 else np.inf
-    confidence = float(np.clip(np.log10(max(lobe_snr, 1e-12) / ONSET_SNR), 0.0, 1.0))
-    return samples, int(sign), round(confidence, 4)
 
 
 def compensate(input: np.ndarray, target: np.ndarray, samples: int) -> Tuple[np.ndarray, np.ndarray]:
