@@ -180,7 +180,7 @@ def test_compatibility_names_nam():
 
 def test_nam_package_reproduces_our_output(tmp_path):
     """NAM's own loader (neural-amp-modeler >= 0.12.1) plays our file as our renderer does."""
-    pytest.importorskip("nam", reason="neural-amp-modeler is not installed")
+    pytest.importorskip("nam", minversion="0.12.1", reason="neural-amp-modeler (0.12.1+) is not installed")
     import torch
     from nam.models import init_from_nam
 
