@@ -17,7 +17,7 @@ The DSP is written from circuit knowledge, not copied:
   40 ms envelope of the power stage's drive.
 
 Signal levels: 1.0 at the input is full scale of the DI; clip thresholds are in the same units.
-Each device ends with a fixed output gain chosen so the sample DI peaks around -2 dBFS at the
+Each device ends with a fixed output gain chosen so the sample DI peaks at -2.7 to -1.4 dBFS at the
 default knob; its output never reaches 1.0 for any knob on that DI (tested).
 
 Public: ``DEVICES`` (name -> :class:`Device`), :func:`render_device`.

@@ -151,6 +151,12 @@ def _onepole_mag(w, pole):
     return (1.0 - pole) / np.sqrt(1.0 - 2.0 * pole * np.cos(w) + pole * pole)
 
 
+def sustain_t60(f0: float) -> float:
+    """Decay time (s, -60 dB) of a freely ringing note's fundamental: low notes ring longest
+    (open low E about 12 s), notes high on the neck a few seconds."""
+    return float(np.clip(12.0 * (82.0 / f0) ** 0.5, 2.5, 14.0))
+
+
 def loss_filter(f0: float, t60: float, t60_hf: float, sample_rate: int) -> Tuple[float, float]:
     """(gain, pole) of the loop filter so partials near f0 decay in t60 s and near 3 kHz in t60_hf s.
 
@@ -219,8 +225,7 @@ def _render_string(notes: Sequence[Note], string: int, n_samples: int, sample_ra
         if nt.palm_mute:
             t60, t60_hf = 0.18 + 0.15 * (1 - nt.velocity), 0.03
         else:
-            # low notes ring longest; fretted high notes a couple of seconds
-            t60 = float(np.clip(7.0 * (82.0 / f0) ** 0.6, 1.2, 8.0))
+            t60 = sustain_t60(f0)
             t60_hf = 0.55 * t60 ** 0.5 * (0.6 + 0.4 * nt.velocity)
         g, a = loss_filter(f0, t60, t60_hf, sr)
         seg = slice(n0, n_next)
@@ -624,12 +629,13 @@ def _phrase_jazz(rng, key_pc: int):
         if f < 2:
             f += 12 if f + 12 <= 12 else 0
         frets = [None if d is None else d + f for d in _SHAPES[(shape, qual)]]
-        hits = [(0.0, 1.0), (1.5, 0.5)] if rng.random() < 0.6 else [(0.0, 0.7), (1.0, 0.7), (2.5, 0.4), (3.0, 0.7)]
+        # Charleston (let the second hit ring to the bar line) or a four-hit comp
+        hits = [(0.0, 1.3), (1.5, 2.5)] if rng.random() < 0.6 else [(0.0, 0.9), (1.0, 0.9), (2.5, 0.5), (3.0, 1.0)]
         for pos_beats, len_beats in hits:
             t = (bar * 4 + pos_beats) * beat
             if pos_beats % 1.0:
                 t += beat * 0.16  # swing the off-beat
-            _strum(rng, notes, frets, t, float(rng.uniform(0.3, 0.65)), True, len_beats * beat * 0.8)
+            _strum(rng, notes, frets, t, float(rng.uniform(0.3, 0.65)), True, len_beats * beat * 0.9)
     return notes, len(prog) * reps * 4 * beat + 1.0, "neck_humbucker"
 
 
@@ -718,7 +724,7 @@ def plan_phrases(seconds: float, sample_rate: int = 48000, seed: int = 0) -> Lis
         length = int(round((end + _TAIL_S) * sample_rate))
         plans.append(PhrasePlan(kind, key_pc, start, length, float(rng.uniform(lo, hi)), pickup,
                                 tuple(notes)))
-        gap = float(rng.uniform(0.1, 1.2))
+        gap = float(rng.uniform(0.05, 0.5))
         start += int(round((end + gap) * sample_rate))
         k += 1
     return plans

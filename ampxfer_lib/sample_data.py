@@ -210,17 +210,22 @@ def _ensure_di(root: Path, ref: dict) -> Path:
 
 
 def ensure_sample_data(root: Optional[PathLike] = None, progress: bool = True,
-                       rerender: bool = False) -> SampleData:
+                       rerender: bool = False,
+                       devices: Optional[Sequence[str]] = None) -> SampleData:
     """Make sure the DI and the four device recordings exist under ``root`` and verify them.
 
     root defaults to :data:`SAMPLE_DIR` (``$AMPXFER_SAMPLE_DIR`` or the repository's
     sample_data/). Missing recordings are rendered (about 20 s on a laptop core) and written
     atomically; files that verify are never rewritten. A file that fails verification raises
     AudioError, unless ``rerender`` is set, in which case a failing file in ``rendered/`` is
-    rendered again (the DI is never touched)."""
+    rendered again (the DI is never touched). ``devices`` limits the work (and ``targets``) to
+    some devices, e.g. one pair; default all four."""
     root = Path(root).expanduser() if root is not None else sample_dir()
     ref = load_reference(root)
-    devices = [d for d in DEVICES]
+    devices = list(DEVICES) if devices is None else list(devices)
+    for name in devices:
+        if name not in DEVICES:
+            raise AmpxferError(f"unknown device {name!r}; the virtual devices are: {', '.join(DEVICES)}")
     bar = _progress(1 + len(devices), progress, "sample data")
     try:
         di_path = _ensure_di(root, ref)
