@@ -218,10 +218,10 @@ def _render_string(notes: Sequence[Note], string: int, n_samples: int, sample_ra
         if not nt.legato:
             gp, ap = loss_filter(f0, 0.03, 0.01, sr)
             a = max(n0 - predamp, 0)
+            # the pick touches the still-vibrating string just before the new note (the
+            # previous note keeps its pitch meanwhile; later notes overwrite earlier ones)
             gain[a:n0] = gp
             pole[a:n0] = ap
-            if k + 1 < len(notes) and not notes[k + 1].legato:
-                n_next = max(n_next - predamp, n0)
         if nt.palm_mute:
             t60, t60_hf = 0.18 + 0.15 * (1 - nt.velocity), 0.03
         else:

@@ -128,13 +128,13 @@ def _read_float32(path: Path) -> np.ndarray:
     return x
 
 
-def verify_file(path: PathLike, ref: dict, fix: str = "") -> None:
+def verify_file(path: PathLike, ref: dict, fix: str = "", what: str = "rendered file") -> None:
     """Raise AudioError naming ``path`` unless its samples match the reference fingerprint."""
     path = Path(path)
     why = compare_fingerprint(_read_float32(path), ref)
     if why:
         fix = fix or f"delete it and run `{_REGENERATE}` to regenerate it"
-        raise AudioError(f"{path}: the rendered file differs from the reference sample data "
+        raise AudioError(f"{path}: the {what} differs from the reference sample data "
                          f"({why}); {fix}")
 
 
@@ -198,7 +198,7 @@ def _ensure_di(root: Path, ref: dict) -> Path:
     fix = ("restore it with `git checkout -- sample_data/di.flac` (or delete it to synthesise it "
            "again); check that no Git LFS or line-ending filter rewrites .flac files")
     if path.exists():
-        verify_file(path, entry, fix)
+        verify_file(path, entry, fix, what="sample DI")
         return path
     data, back = _encode(_synth_di_samples(), entry.get("subtype", "PCM_16"))
     why = compare_fingerprint(back, entry)
@@ -416,7 +416,11 @@ def check(root: Optional[PathLike] = None) -> List[str]:
         if not path.exists():
             lines.append(f"missing   {rel}" + ("  (rendered on first use)" if rel.startswith(RENDERED_DIR) else ""))
             continue
-        verify_file(path, entry)
+        if rel.startswith(RENDERED_DIR):
+            verify_file(path, entry)
+        else:
+            verify_file(path, entry, "restore it with `git checkout -- sample_data`",
+                        what="committed file")
         lines.append(f"ok        {rel}")
     return lines
 

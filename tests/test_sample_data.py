@@ -172,3 +172,23 @@ def test_ensure_sample_data_renders_verifies_and_never_rewrites(tmp_path, ref):
     sd.ensure_sample_data(root, progress=False, rerender=True, devices=pedals)
     sd.verify_file(target, ref["files"]["rendered/mt2.flac"])
     assert sd.main(["--check", "--root", str(root)]) == 0
+
+
+def test_missing_di_is_synthesised_and_a_damaged_one_is_reported(tmp_path, monkeypatch, ref, di):
+    # synthesis itself is covered by test_committed_di_is_the_synthesiser_output; here the
+    # write-and-verify path runs with the committed samples standing in for synth_di
+    monkeypatch.setattr(sd, "_synth_di_samples", lambda: di.copy())
+    path = sd._ensure_di(tmp_path, ref)
+    assert path == tmp_path / sd.DI_NAME
+    sd.verify_file(path, ref["files"][sd.DI_NAME])
+    damaged = di.copy()
+    damaged[50 * SR:51 * SR] = 0.0
+    sf.write(str(path), damaged, SR, subtype="PCM_16")
+    with pytest.raises(AudioError, match=r"di\.flac: the sample DI differs.*second 50.*git checkout"):
+        sd._ensure_di(tmp_path, ref)
+    # a DI that synthesises differently on this machine is refused, not written
+    path.unlink()
+    monkeypatch.setattr(sd, "_synth_di_samples", lambda: damaged)
+    with pytest.raises(AudioError, match="synthesised on this machine differs"):
+        sd._ensure_di(tmp_path, ref)
+    assert not path.exists()
