@@ -1,6 +1,6 @@
 """The embedded sample data: a synthesised guitar DI and four virtual devices recorded from it.
 
-What is committed (``sample_data/`` in the repository, about 9 MB):
+What is committed (``sample_data/`` in the repository, about 8 MB):
 
 * ``di.flac``: 210 s of guitar DI at 48 kHz, 16-bit, exactly ``synth_di(210, 48000, seed=0)``
   quantised to 16 bits;
