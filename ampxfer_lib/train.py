@@ -243,11 +243,9 @@ def tbptt_windows(segment_len: int, warmup: int, window: int) -> List[tuple]:
 
 @torch.no_grad()
 def predict(model: AmpLSTM, x: torch.Tensor, chunk: int = 100_000) -> torch.Tensor:
-    """Run whole sequences from a zero state, in chunks to bound memory. (B,T,C) -> (B,T,1)."""
+    """Run whole sequences from a zero state (see :meth:`AmpLSTM.infer`). (B,T,C) -> (B,T,1)."""
     model.reset_state()
-    outs = [model(x[:, i:i + chunk]) for i in range(0, x.shape[1], chunk)]
-    model.reset_state()
-    return torch.cat(outs, dim=1)
+    return model.infer(x, chunk)
 
 
 class Trainer:
@@ -296,9 +294,12 @@ class Trainer:
         self.segment_len = seg_len
         train_sections = self.data.split("train", cfg.subset)
         x, y = segment(train_sections, seg_len)
-        self.x_train = torch.from_numpy(x).to(self.device)
-        self.y_train = torch.from_numpy(y).to(self.device)
-        self.n_segments = x.shape[0]
+        # Time-major, batch-innermost (see AmpLSTM.forward_tm): x (L, C, N), y (L, N), so a
+        # batch is one index_select and every update window a contiguous slice.
+        self.x_train = torch.from_numpy(np.ascontiguousarray(x.transpose(1, 2, 0))).to(self.device)
+        self.y_train = torch.from_numpy(np.ascontiguousarray(y[..., 0].T)).to(self.device)
+        del x, y
+        self.n_segments = self.x_train.shape[2]
         self.train_seconds_audio = self.n_segments * seg_len / rate
         vx, vy = stack_sequences(self.data.split("val"))
         self.x_val = torch.from_numpy(vx).to(self.device)
@@ -456,20 +457,20 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         for b in range(start_batch, n_batches):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            xb, yb = self.x_train[idx], self.y_train[idx]
-            model.reset_state()
-            if cfg.warmup_samples:
-                with torch.no_grad():
-                    model(xb[:, :cfg.warmup_samples])
+            xb = self.x_train.index_select(2, idx)  # (L, C, B)
+            yb = self.y_train.index_select(1, idx)  # (L, B)
+            state = model.advance_tm(xb[:cfg.warmup_samples]) if cfg.warmup_samples else None
+            # The loss stays a tensor: reading it every update would stall a GPU.
             batch_loss = torch.zeros((), device=self.device)
             for start, stop in self.windows:
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(xb[:, start:stop]), yb[:, start:stop])
+                pred, state = model.forward_tm(xb[start:stop], state)
+                loss = loss_fn(pred.t(), yb[start:stop].t())
                 loss.backward()
                 if cfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
-                model.detach_state()
+                state = model.detached(state)
                 batch_loss = batch_loss + loss.detach()
             self.partial["loss_sum"] = self.partial["loss_sum"] + batch_loss / len(self.windows)
             self.partial["batches"] = b + 1
