@@ -162,3 +162,20 @@ def infer(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.T
         c = np.zeros(n_h, dtype=np.float32)
         _load()._infer(_np(w_t), _np(w_out_), _np(x[b].contiguous()), _np(y[b]), h, c)
     return y
+
+
+def warm_up() -> bool:
+    """Compile (first run) or load (later runs, from numba's cache) every kernel now, so
+    the cost falls outside the first epoch. Returns :func:`available`."""
+    if not available():
+        return False
+    w_ih = torch.zeros((8, 1), requires_grad=True)
+    w_hh = torch.zeros((8, 2), requires_grad=True)
+    b = torch.zeros(8, requires_grad=True)
+    w_out = torch.zeros((1, 2), requires_grad=True)
+    x = torch.zeros((3, 1, 2))
+    state = advance(x, None, w_ih, w_hh, b, b)
+    y, _ = lstm_head(x, state, w_ih, w_hh, b, b, w_out)
+    y.sum().backward()
+    infer(torch.zeros((1, 3, 1)), w_ih, w_hh, b, b, w_out)
+    return True
