@@ -197,7 +197,7 @@ class AmpLSTM(nn.Module):
                                           rec.bias_hh_l0, self.lin.weight)
             y = y + self.lin.bias
         else:
-            out, state = rec(x.permute(2, 0, 1), state)
+            out, state = rec(x.permute(2, 0, 1).contiguous(), state)
             y = self.lin(out)[..., 0].t()
         if self.config.skip:
             y = y + x[:, 0]
@@ -209,7 +209,7 @@ class AmpLSTM(nn.Module):
         if self.uses_cpu_kernel():
             return lstm_cpu.advance(x, state, rec.weight_ih_l0, rec.weight_hh_l0, rec.bias_ih_l0, rec.bias_hh_l0)
         with torch.no_grad():
-            return rec(x.permute(2, 0, 1), state)[1]
+            return rec(x.permute(2, 0, 1).contiguous(), state)[1]
 
     @torch.no_grad()
     def infer(self, x: torch.Tensor, chunk: int = 100_000) -> torch.Tensor:
