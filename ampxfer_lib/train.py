@@ -33,13 +33,13 @@ and changes the recipe so that a given validation loss comes sooner:
 
 Measured side by side by ``bench/train_speed.py`` (bench/RESULTS_train.md) on real DI
 through a real TS9 capture, 148 s of training audio, one thread of a shared 2-core CPU:
-AGAM's own training loop reaches a validation loss of 0.0249 after 10 epochs in 83 s of
-CPU time; ``fast`` passes that loss at epoch 3, after 8.5 s (9.7x sooner), and ends
-epoch 10 at 0.0098; ``agam`` with this implementation trains 2.9x faster than AGAM's
-loop (54 against 18 seconds of audio per second) and ends epoch 10 at 0.0173. Other
-captures (a Mesa Mk IIb crunch, a Boss MT-2) end 10 epochs at least as low with ``fast``
-as with ``agam``; a high-gain capture sits on a plateau (val ~0.73) for several epochs
-with either recipe, and ``fast`` left it sooner in the runs we made.
+AGAM's own training loop reaches a validation loss of 0.0249 after 10 epochs in 90 s of
+CPU time; ``fast`` passes that loss at epoch 4, after 12 s (7.4x sooner), and ends
+epoch 10 at 0.0096; ``agam`` with this implementation trains 3.1x faster than AGAM's
+loop (53 against 17 seconds of audio per second) and ends epoch 10 at 0.0146. On two
+other captures ``fast`` also ended 10 epochs lower than ``agam`` (a Mesa Mk IIb crunch,
+0.032 against 0.034; a high-gain Boss MT-2, where both recipes first sit on a plateau
+near 0.73, 0.015 against 0.245; one run each).
 
 Implementation, shared by every preset: on the CPU the LSTM runs the numba kernel of
 :mod:`ampxfer_lib.lstm_cpu` (forward plus a hand-written backward, 3.4x nn.LSTM's

@@ -94,7 +94,7 @@ def test_model_time_major_path_equals_batch_first_forward(monkeypatch):
     assert model.state is None
 
 
-def test_float64_and_unavailable_numba_fall_back_to_nn_lstm(monkeypatch):
+def test_float64_falls_back_to_nn_lstm():
     model = AmpLSTM(ModelConfig()).double()
     assert not model.uses_cpu_kernel()
     y, state = model.forward_tm(torch.zeros(5, 1, 2, dtype=torch.float64))
