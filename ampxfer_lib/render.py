@@ -439,8 +439,8 @@ def render(weights: ModelWeights, audio: np.ndarray, knobs: Sequence[float] = ()
     docstring). For "chunked": ``threads`` cores (default: all this process may use),
     ``warmup`` samples of warm-up per chunk, ``chunks`` to force the number of chunks
     (default: planned from the length and ``threads``). ``stats``, if a dict, receives what
-    was done: method, chunks, warmup, rerendered (chunks rendered again because their
-    warm-up had not converged), threads.
+    was done: method, chunks, warmup, threads, rerendered (indices of chunks re-rendered
+    because their warm-up had not converged) and rerendered_samples.
     """
     method = _resolve(method)
     x = _mono_float32(audio)
@@ -470,8 +470,10 @@ def render_sweep(weights: ModelWeights, audio: np.ndarray,
                  threads: Optional[int] = None) -> np.ndarray:
     """Render one clip at several knob settings: (T,) -> (len(knob_settings), T) float32.
 
-    Each setting is an independent exact pass from the zero state (no chunking needed), so
-    the compiled path runs four settings per core in lockstep.
+    Each setting is an independent exact pass from the zero state (no chunking, no
+    warm-up), so the compiled kernels run four settings per core in lockstep. ``method``
+    "torch" renders each setting with the reference instead; any other method (they need
+    numba) takes the compiled path. ``threads`` as in :func:`render`.
     """
     settings = [list(s) for s in knob_settings]
     method = _resolve(method)
