@@ -42,22 +42,25 @@ from .model import ModelWeights
 METHODS = ("auto", "numba", "chunked", "torch")
 
 #: Samples of warm-up before each chunk after the first (186 ms at 44.1 kHz). Measured with
-#: bench/warmup_convergence.py on the 34 shared captures (knob models at 0, 0.5, 1) and the
-#: real DI: the state of most captures agrees with the sequential one to STATE_TOL within
-#: 1000-6000 samples, high-gain and fuzz captures need up to ~30000 at some boundaries, and
-#: a compressor (XoticCompSP) longer still. At 8192 samples, 32-chunk renders re-rendered
-#: 2 of 1240 chunk starts outside the compressor (28 of 31 for it) and matched the one-pass
-#: ESR everywhere. A warm-up that has not converged is caught by the state check below and
-#: costs re-rendering time, never accuracy.
+#: bench/warmup_convergence.py on the 34 shared captures (knob models at 0, 0.5 and 1) and
+#: the real DI, boundaries every 4 s: in 37 of the 40 settings 99 % of boundaries need at
+#: most 8100 samples for the state to agree with the sequential one to STATE_TOL (typically
+#: 300-5000). The exceptions: HT40 at full gain (29000 at one boundary of 43), ProCoRat
+#: (15000) and a compressor, XoticCompSP (median 12000, often more than 32768). Rendering 60
+#: s in 32 chunks with this warm-up re-rendered 30 of 1302 chunk starts (28 of them the
+#: compressor's) and the worst ESR against the reference, 3.0e-10, is HT40's one-pass ESR.
+#: A warm-up that has not converged is caught by the state check and costs re-rendering
+#: time, never accuracy.
 DEFAULT_WARMUP = 8192
 
 #: A chunk's warmed-up state agrees with the exact one when every h and c entry differs by
-#: at most STATE_TOL * max(1, |entry|). Two exact float32 runs do not agree bit for bit: on
+#: at most STATE_TOL * max(1, |entry|). Two exact float32 runs never agree bit for bit: on
 #: high-gain captures their states stay up to 1e-5..3e-4 apart (rounding differences are
-#: amplified where the model is sensitive), so a tighter tolerance re-renders converged
-#: chunks for nothing. With 1e-4 and warm-ups of 4096+ samples the chunked ESR against the
-#: reference stayed within a few percent of the one-pass kernel's on every capture; 1e-3
-#: let it grow to 2e-9 (bench/warmup_convergence.py --sweep).
+#: amplified where the model is sensitive), so a much tighter tolerance re-renders
+#: converged chunks for nothing. With 1e-4 and warm-ups of 4096+ samples the chunked ESR
+#: against the reference matched the one-pass kernel's on every capture except the
+#: compressor (1.8e-10 instead of 7.6e-11 with 32 chunks); 1e-3 let it reach 1.2e-8
+#: (bench/warmup_convergence.py --sweep).
 STATE_TOL = 1e-4
 
 #: Cost of one sample of one stream in the four-stream kernel relative to the one-stream

@@ -79,9 +79,11 @@ def scaled_like_captures(weights, seed: int = 0):
     Measured over the 34 shared captures (NeuralPi + Tone Library): recurrent weights std
     0.14-0.32 (mean 0.2), input weights std 0.2-0.9 (0.4), gate biases std 0.4-1.6 with the
     forget-gate biases mostly positive (mean +0.9, so the cells remember for a while), dense
-    weights std 0.2-0.8 (0.45). PyTorch's init (U(+-1/sqrt(H))) forgets faster than that and
-    would flatter chunked rendering. Recurrent and dense weights shrink with sqrt(20/H) so a
-    wider model keeps the captures' gain.
+    weights std 0.2-0.8 (0.45). Recurrent and dense weights shrink with sqrt(20/H) so a
+    wider model keeps the captures' gain. This matches the captures' weight statistics, not
+    their memory: trained captures forget in 300-8000 samples, such random models in about
+    150 (bench/warmup_convergence.py), so chunked-render re-render counts for them are
+    optimistic; the speed of a render does not depend on it.
     """
     from ampxfer_lib.model import ModelWeights
 
