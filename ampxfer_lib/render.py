@@ -258,10 +258,13 @@ def _n_threads(threads: Optional[int]) -> int:
         if int(threads) < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
         return int(threads)
+    # As many cores as torch may use in this process: a training worker pinned to one
+    # thread (two runs in parallel on two cores) then renders on one core too.
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    return max(1, min(cores, torch.get_num_threads()))
 
 
 def choose_chunks(length: int, threads: int, warmup: int) -> int:
@@ -439,7 +442,8 @@ def render(weights: ModelWeights, audio: np.ndarray, knobs: Sequence[float] = ()
     """Render ``audio`` (T,) through the model; returns (T,) float32 at the model's rate.
 
     ``method``: "auto" (fastest available), "numba", "chunked" or "torch" (see the module
-    docstring). For "chunked": ``threads`` cores (default: all this process may use),
+    docstring). For "chunked": ``threads`` cores (default: ``torch.get_num_threads()``, capped
+    by the cores this process may use),
     ``warmup`` samples of warm-up per chunk, ``chunks`` to force the number of chunks
     (default: planned from the length and ``threads``). ``stats``, if a dict, receives what
     was done: method, chunks, warmup, threads, rerendered (indices of chunks re-rendered
