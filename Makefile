@@ -4,6 +4,7 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 # The local CPU build; Colab keeps its own CUDA torch and never runs this file.
 TORCH_SPEC ?= torch==2.13.0
+NOTEBOOKS := $(VPY) -m ampxfer_lib.notebooks
 
 .PHONY: venv test demo smoke reproduce bench clean-demo
 
@@ -18,3 +19,29 @@ venv: $(VENV)/.installed
 
 test: venv
 	$(VPY) -m pytest -q tests
+
+# The whole notebook suite on the shipped sample data at the demo budget (about 30-45 min on
+# 2 CPU cores): executed notebooks, figures, results table and audio in out/demo/. A rerun
+# skips finished training runs and resumes interrupted ones.
+demo: venv
+	$(NOTEBOOKS) run --all --out out/demo --budget demo
+	@echo
+	@echo "Outputs in out/demo/:"
+	@echo "  executed notebooks   out/demo/0*.ipynb"
+	@echo "  loss-curve figures   out/demo/study/figures/*.png"
+	@echo "  results table        out/demo/study/table1.md, out/demo/study/results.csv"
+	@echo "  A/B audio            out/demo/listening/"
+
+# CI's check: every notebook top to bottom with tiny data and 2 epochs per run (a few minutes).
+smoke: venv
+	$(NOTEBOOKS) run --all --out out/smoke --smoke
+
+# The article's settings (agam preset, early stopping; hours on a CPU) into out/reproduce/.
+reproduce: venv
+	$(NOTEBOOKS) run --all --out out/reproduce --budget article
+
+bench: venv
+	@echo "benchmarks: run the scripts in bench/ (e.g. $(VPY) bench/train_speed.py); results in bench/RESULTS_*.md"
+
+clean-demo:
+	rm -rf out/demo

@@ -159,6 +159,25 @@ def player_table(clips: Mapping[str, np.ndarray], rate: int, caption: str = "", 
     return HTML(f"<table>{head}{rows}</table>")
 
 
+def null_table(target: np.ndarray, outputs: Mapping[str, np.ndarray], rate: int, caption: str = ""):
+    """Players of the null tests ``target - output``, all at the gain that brings the target to
+    the matching level (:func:`loudness_gains`), so a quieter difference means a closer model.
+    Labels carry the difference's level relative to the target (dB)."""
+    from IPython.display import HTML, Audio
+
+    gains, _ = loudness_gains({"target": target}, rate)
+    g = gains["target"]
+    rows = [("target (for reference)", np.asarray(target, dtype=np.float64) * g)]
+    for name, out in outputs.items():
+        diff, level = null_test(target, out)
+        rows.append((f"target - {name} ({level:+.1f} dB)", diff.astype(np.float64) * g))
+    cells = "".join(f"<tr><td style='text-align:left;padding-right:1em'><b>{html.escape(k)}</b></td>"
+                    f"<td>{Audio(np.clip(v, -1.0, 1.0), rate=rate, normalize=False)._repr_html_()}</td></tr>"
+                    for k, v in rows)
+    head = f"<caption style='text-align:left'>{html.escape(caption)}</caption>" if caption else ""
+    return HTML(f"<table>{head}{cells}</table>")
+
+
 # --------------------------------------------------------------------------- clips and errors
 
 def pick_clips(x: np.ndarray, rate: int, seconds: float = 4.0, count: int = 3) -> List[Tuple[int, int]]:

@@ -36,7 +36,7 @@ from .fileio import PathLike, atomic_write_json
 SMOKE_ENV = "AMPXFER_SMOKE"
 STUDY_FILE = "study.json"
 #: Seconds of every recording kept in smoke mode, and the split lengths used then.
-SMOKE_SECONDS = 14.0
+SMOKE_SECONDS = 30.0
 SMOKE_PREPARE = dict(val_seconds=2.0, test_seconds=2.0, limited_seconds=4.0)
 
 
@@ -183,3 +183,173 @@ def sample_pairs() -> List[dict]:
 
     return [{"name": DEVICES[s].pair, "source": {"data": f"data/{s}"}, "target": {"data": f"data/{t}"}}
             for s, t in PAIRS]
+
+
+# --------------------------------------------------------------------------- budgets and runs
+
+#: Training budgets of the notebooks. ``demo``: the library's default (fast) preset with epoch
+#: caps that fit the whole suite in 30-45 minutes on two CPU cores; ``article``: the published
+#: AGAM recipe, run until early stopping (hours on a CPU). Smoke mode trains 2 epochs per run.
+BUDGETS: Dict[str, dict] = {
+    "demo": {"preset": None, "max_epochs": {"full": 60, "limited": 100}, "source_max_epochs": 60,
+             "patience": None},
+    "article": {"preset": "agam", "max_epochs": None, "source_max_epochs": None, "patience": None},
+}
+STUDY_DIR = "study"
+
+
+def suite_study(out_dir: PathLike, budget: str = "demo", epochs_full: int = 0, epochs_limited: int = 0, **overrides):
+    """The study of ``out_dir/study.json`` (written by notebook 01) with a budget applied.
+
+    ``epochs_full``/``epochs_limited`` (> 0) replace the budget's epoch caps (the full-data
+    cap also caps the source runs); ``overrides`` are StudyConfig fields (``None`` ignored).
+    """
+    from .study import load_study
+    from .train import DEFAULT_PRESET, TrainConfig
+
+    if budget not in BUDGETS:
+        raise ConfigError(f"BUDGET must be one of {', '.join(BUDGETS)}, not {budget!r}")
+    path = Path(out_dir) / STUDY_FILE
+    if not path.exists():
+        raise ConfigError(f"{path}: missing; run notebook 01 (data preparation) with the same OUT_DIR first")
+    config = load_study(path)
+    values = dict(BUDGETS[budget])
+    values["preset"] = values["preset"] or DEFAULT_PRESET
+    if epochs_full > 0 or epochs_limited > 0:
+        caps = values["max_epochs"] if isinstance(values["max_epochs"], dict) else \
+            {"full": TrainConfig.max_epochs, "limited": TrainConfig.max_epochs}
+        caps = dict(caps)
+        if epochs_full > 0:
+            caps["full"] = int(epochs_full)
+            values["source_max_epochs"] = int(epochs_full)
+        if epochs_limited > 0:
+            caps["limited"] = int(epochs_limited)
+        values["max_epochs"] = caps
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return replace(config, **values)
+
+
+def run_units(config, out_dir: PathLike, roles: Sequence[str], workers: int = 2, smoke: bool = False,
+              live: bool = True, log: Callable[[str], None] = print):
+    """Train the study's runs of the given roles (``source``, ``scratch``, ``transfer``) into
+    ``out_dir/study``, ``workers`` at a time in worker processes, with a live loss plot in a
+    notebook; finished runs are skipped, interrupted ones resume. Returns the StudyOutcome
+    (results.csv, table1.md and figures/ are rewritten from every run on disk)."""
+    from .process_executor import ProcessExecutor
+    from .study import plan_study, run_study
+
+    folder = Path(out_dir) / STUDY_DIR
+    specs = [s for s in plan_study(config, folder, smoke) if s.role in roles]
+    plot = LiveStudyPlot(specs) if live else None
+    executor = ProcessExecutor(workers, poll=plot.update if plot else None, poll_seconds=15.0)
+    outcome = run_study(config, folder, executor, smoke=smoke, log=log, roles=roles)
+    if plot is not None:
+        plot.update([])
+    return outcome
+
+
+class LiveStudyPlot:
+    """Validation curves of a set of runs, redrawn from their ``history.json`` files.
+
+    One panel per (target, data size); in a notebook the figure is shown once and updated in
+    place (as a PNG, which renders everywhere, Colab included). ``update(running)`` is the
+    ProcessExecutor's poll hook; ``figure`` always holds the latest drawing.
+    """
+
+    def __init__(self, specs, title: str = "validation loss while training"):
+        from .report import in_notebook
+
+        self.specs = list(specs)
+        self.title = title
+        self.display = in_notebook()
+        self.figure = None
+        self._handle = None
+
+    def panels(self) -> Dict[Tuple[str, str], Dict[str, list]]:
+        from . import checkpoint as ckpt
+
+        out: Dict[Tuple[str, str], Dict[str, list]] = {}
+        for s in self.specs:
+            label = s.role if s.role != "source" else f"source ({s.target})"
+            key = (s.target if s.role != "source" else "sources", s.data_size)
+            hist = ckpt.read_history(s.run_dir) if Path(s.run_dir).is_dir() else []
+            out.setdefault(key, {})[label] = hist
+        return out
+
+    def update(self, running=()) -> None:
+        from matplotlib.figure import Figure
+
+        from .report import figure_png, plot_val_curves
+
+        panels = self.panels()
+        n = max(1, len(panels))
+        cols = min(2, n)
+        rows = math.ceil(n / cols)
+        fig = Figure(figsize=(6.0 * cols, 3.6 * rows), layout="constrained")
+        busy = {s.run_id for s in running}
+        for i, ((target, data), curves) in enumerate(sorted(panels.items())):
+            ax = fig.add_subplot(rows, cols, i + 1)
+            now = [s.run_id for s in self.specs if s.run_id in busy and
+                   (s.target if s.role != "source" else "sources", s.data_size) == (target, data)]
+            plot_val_curves(curves, title=f"{target}, {data} data" + (" (training)" if now else ""), ax=ax)
+        fig.suptitle(self.title)
+        self.figure = fig
+        if self.display:
+            from IPython.display import Image, display
+
+            image = Image(data=figure_png(fig), format="png")
+            if self._handle is None:
+                self._handle = display(image, display_id=True)
+            else:
+                self._handle.update(image)
+
+
+# --------------------------------------------------------------------------- your own recordings
+
+HOW = ("local paths", "upload (Colab)", "Google Drive (Colab)", "shared Drive links")
+
+
+def own_recordings(di: str, source: str, target: str, how: str, out_dir: PathLike,
+                   starting_model: Optional[PathLike] = None, starting_knobs: Sequence[float] = (),
+                   log: Callable[[str], None] = print) -> Tuple[Dict[str, Tuple[str, str]], List[dict]]:
+    """Your recordings as local files, and the study pair they make.
+
+    ``di``: the clean DI played into both devices; ``source``: the recording through the
+    device you start from (may be empty when ``starting_model`` is given, e.g. a capture
+    from the catalogue); ``target``: the recording through the new device. ``how``: one of
+    :data:`HOW`: plain paths; names of files chosen in Colab's upload dialog; paths relative
+    to "My Drive" after mounting Google Drive; or Drive share links (downloaded). Returns
+    ``({"my_source": (di, source), "my_target": (di, target)}, [pair])``.
+    """
+    from . import colab
+
+    if how not in HOW:
+        raise ConfigError(f"GET_FILES must be one of {', '.join(HOW)}, not {how!r}")
+    if not di or not target:
+        raise ConfigError("MY_DI and MY_TARGET are needed: the clean DI and the same DI recorded through the new device")
+    folder = Path(out_dir) / "recordings"
+    roles = {"di": di, "source": source, "target": target}
+    if how == "upload (Colab)":
+        colab.upload_files(folder, log=log)
+        roles = {k: str(folder / Path(v).name) if v else "" for k, v in roles.items()}
+    elif how == "Google Drive (Colab)":
+        root = colab.mount_drive(log=log)
+        if root is not None:
+            roles = {k: (v if not v or os.path.isabs(v) else str(root / v)) for k, v in roles.items()}
+    elif how == "shared Drive links":
+        roles = {k: str(colab.download_shared_drive(v, folder, name=f"{k}_download")) if v else ""
+                 for k, v in roles.items()}
+    for k, v in roles.items():
+        if v and not Path(v).is_file():
+            raise ConfigError(f"{v}: no such file (MY_{k.upper()})")
+    recordings = {"my_target": (roles["di"], roles["target"])}
+    if roles["source"]:
+        recordings["my_source"] = (roles["di"], roles["source"])
+        source_spec: dict = {"data": "data/my_source"}
+    elif starting_model is not None:
+        source_spec = {"model": os.path.abspath(starting_model)}
+        if starting_knobs:
+            source_spec["knobs"] = [float(k) for k in starting_knobs]
+    else:
+        raise ConfigError("give MY_SOURCE (the DI through a device like the new one) or a STARTING_MODEL to start from")
+    return recordings, [{"name": "mine", "source": source_spec, "target": {"data": "data/my_target"}}]
