@@ -2,9 +2,9 @@
 
 A training run of this small LSTM uses one CPU core well and a second one badly, so two
 runs side by side on two cores finish in about half the wall time of one after the other.
-:class:`ProcessExecutor` starts up to ``workers`` runs at once, each in its own process
-(the ``spawn`` start method: a fresh interpreter, safe from a notebook kernel and with
-CUDA), honours the ``after`` dependencies of the plan, and returns the same summaries as
+:class:`ProcessExecutor` trains up to ``workers`` runs at once in a pool of worker processes
+(the ``spawn`` start method: fresh interpreters, safe from a notebook kernel and with CUDA;
+each worker imports torch once and trains one run after another), honours the ``after`` dependencies of the plan, and returns the same summaries as
 :class:`~ampxfer_lib.study.InProcessExecutor`: a unit's result does not depend on where it
 ran (each pins torch to its config's thread count and seeds everything itself).
 
@@ -18,29 +18,31 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from multiprocessing.connection import wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Dict, List, Optional, Sequence
 
 from .errors import ConfigError
 from .study import Executor, RunSpec, _check_dependencies, execute_run
 
 
-def _child(spec_dict: dict, conn) -> None:
-    """Worker process: train one unit, send back ("ok", summary) or ("error", exception)."""
-    try:
-        summary = execute_run(RunSpec.from_dict(spec_dict))
-        conn.send(("ok", summary))
-    except BaseException as exc:  # sent to the parent, which raises it
-        try:
-            conn.send(("error", exc))
-        except Exception:  # an exception that does not pickle: keep its words
-            conn.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
-    finally:
-        conn.close()
+def _task(spec_dict: dict) -> dict:
+    """Worker side: train one unit (resuming it if interrupted) and return its summary."""
+    return execute_run(RunSpec.from_dict(spec_dict))
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop the runs still training (shutdown alone would wait for them to finish)."""
+    # ``_processes`` is the pool's own table of worker processes (stable since Python 3.8);
+    # Python 3.14 adds terminate_workers() for exactly this.
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        if proc.is_alive():
+            proc.terminate()
 
 
 class ProcessExecutor(Executor):
-    """Up to ``workers`` units at once, each in a spawned process (see the module notes)."""
+    """Up to ``workers`` units at once in a pool of spawned worker processes (see the module
+    notes); each worker imports torch once and trains one unit after another."""
 
     def __init__(self, workers: int = 2, poll: Optional[Callable[[List[RunSpec]], None]] = None,
                  poll_seconds: float = 10.0):
@@ -54,52 +56,45 @@ class ProcessExecutor(Executor):
         ids = {s.run_id for s in specs}
         # Dependencies outside ``specs`` are runs finished earlier (the study skips those).
         _check_dependencies(specs, done=[a for s in specs for a in s.after if a not in ids])
-        ctx = multiprocessing.get_context("spawn")
-        pending = list(specs)
-        running: Dict[object, tuple] = {}  # sentinel -> (process, connection, spec)
-        finished: set = set()
         results: Dict[str, dict] = {}
+        if not specs:
+            return results
+        pending = list(specs)
+        running: Dict[object, RunSpec] = {}
+        finished: set = set()
         last_poll = 0.0
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(specs)),
+                                   mp_context=multiprocessing.get_context("spawn"))
+        clean = False
         try:
             while pending or running:
                 for spec in list(pending):
                     if len(running) >= self.workers:
                         break
                     if all(a in finished or a not in ids for a in spec.after):
-                        parent, child = ctx.Pipe(duplex=False)
-                        proc = ctx.Process(target=_child, args=(spec.to_dict(), child), daemon=True,
-                                           name=f"ampxfer-{spec.run_id}")
-                        proc.start()
-                        child.close()
-                        running[proc.sentinel] = (proc, parent, spec)
+                        running[pool.submit(_task, spec.to_dict())] = spec
                         pending.remove(spec)
                 if not running:
                     raise ConfigError(f"run {pending[0].run_id} waits for a run that is not planned")
-                timeout = self.poll_seconds if self.poll else None
-                for sentinel in wait(list(running), timeout=timeout):
-                    proc, conn, spec = running.pop(sentinel)
-                    proc.join()
+                done, _ = wait(list(running), timeout=self.poll_seconds if self.poll else None,
+                               return_when=FIRST_COMPLETED)
+                for future in done:
+                    spec = running.pop(future)
                     try:
-                        status, value = conn.recv() if conn.poll() else ("error", None)
-                    except EOFError:
-                        status, value = "error", None
-                    conn.close()
-                    if status != "ok":
-                        if value is None:
-                            value = RuntimeError(f"the worker training {spec.run_id} died (exit code "
-                                                 f"{proc.exitcode}); rerun to resume it from its checkpoint")
-                        raise value
-                    results[spec.run_id] = value
+                        summary = future.result()
+                    except BrokenProcessPool:
+                        raise RuntimeError(f"the worker process training {spec.run_id} died; rerun to resume "
+                                           "it from its last checkpoint") from None
+                    results[spec.run_id] = summary
                     finished.add(spec.run_id)
                     if on_done:
-                        on_done(spec, value)
+                        on_done(spec, summary)
                 if self.poll and (time.monotonic() - last_poll >= self.poll_seconds or not running):
                     last_poll = time.monotonic()
-                    self.poll([s for _, _, s in running.values()])
+                    self.poll(list(running.values()))
+            clean = True
         finally:
-            for proc, conn, _ in running.values():
-                proc.terminate()
-            for proc, conn, _ in running.values():
-                proc.join(10)
-                conn.close()
+            if not clean:
+                _kill_workers(pool)
+            pool.shutdown(wait=clean, cancel_futures=True)
         return results
