@@ -233,15 +233,19 @@ def run_units(config, out_dir: PathLike, roles: Sequence[str], workers: int = 2,
               live: bool = True, log: Callable[[str], None] = print):
     """Train the study's runs of the given roles (``source``, ``scratch``, ``transfer``) into
     ``out_dir/study``, ``workers`` at a time in worker processes, with a live loss plot in a
-    notebook; finished runs are skipped, interrupted ones resume. Returns the StudyOutcome
+    notebook (``workers=0``: one after the other in this process, with progress bars); finished runs are skipped, interrupted ones resume. Returns the StudyOutcome
     (results.csv, table1.md and figures/ are rewritten from every run on disk)."""
     from .process_executor import ProcessExecutor
-    from .study import plan_study, run_study
+    from .study import InProcessExecutor, plan_study, run_study
 
     folder = Path(out_dir) / STUDY_DIR
     specs = [s for s in plan_study(config, folder, smoke) if s.role in roles]
-    plot = LiveStudyPlot(specs) if live else None
-    executor = ProcessExecutor(workers, poll=plot.update if plot else None, poll_seconds=15.0)
+    if workers < 1:  # in this process: a progress bar per run, no live plot (the kernel is busy)
+        plot = None
+        executor = InProcessExecutor(progress=live)
+    else:
+        plot = LiveStudyPlot(specs) if live else None
+        executor = ProcessExecutor(workers, poll=plot.update if plot else None, poll_seconds=15.0)
     outcome = run_study(config, folder, executor, smoke=smoke, log=log, roles=roles)
     if plot is not None:
         plot.update([])
