@@ -304,7 +304,8 @@ def fetch_starting_model(name: str, dest_dir: PathLike, timeout: float = DEFAULT
 # --------------------------------------------------------------------------- set-up cell
 
 def setup_cell_source(url: str = REPO_URL, ref: str = REPO_REF) -> str:
-    """The first code cell of every notebook: install ampxfer in Colab, do nothing elsewhere.
+    """The first code cell of every notebook: install ampxfer in Colab (and optionally mount
+    Google Drive), do nothing elsewhere.
 
     It cannot import ampxfer (it installs it), hence the literals. A clone (not a pip URL
     install) brings sample_data/ along; ``pip install -e`` keeps Colab's own CUDA torch.
@@ -314,6 +315,7 @@ def setup_cell_source(url: str = REPO_URL, ref: str = REPO_REF) -> str:
 import sys
 AMPXFER_REPO = "{url}"
 AMPXFER_REF = "{ref}"  # a tag or a commit
+MOUNT_DRIVE = False  #@param {{type:"boolean"}}
 if "google.colab" in sys.modules:
     import os, subprocess
     where = "{COLAB_CHECKOUT}"
@@ -327,6 +329,9 @@ if "google.colab" in sys.modules:
     # Colab's own (CUDA) torch satisfies ampxfer's requirement and is left as it is.
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", where], check=True)
     sys.path.insert(0, where)  # importable now, without restarting the runtime
+    if MOUNT_DRIVE:  # keep OUT_DIR on Drive (e.g. /content/drive/MyDrive/ampxfer): runs survive the runtime
+        from google.colab import drive
+        drive.mount("/content/drive")
     import torch
     print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available()
           else "none (Runtime > Change runtime type > T4 GPU makes training faster)")'''
