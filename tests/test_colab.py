@@ -201,3 +201,9 @@ def test_setup_cell_does_nothing_outside_colab(capsys):
     exec(colab.setup_cell_source(), namespace)
     assert namespace["AMPXFER_REF"] == colab.REPO_REF
     assert capsys.readouterr().out == ""
+
+
+def test_readme_colab_link_follows_the_pinned_version():
+    owner_repo = colab.REPO_URL.split("github.com/", 1)[1]
+    link = f"https://colab.research.google.com/github/{owner_repo}/blob/{colab.REPO_REF}/notebooks/01_data_prep.ipynb"
+    assert link in (REPO / "README.md").read_text()
