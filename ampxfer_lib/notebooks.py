@@ -26,7 +26,9 @@ import contextlib
 import copy
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,7 +243,16 @@ def run_notebook(path: PathLike, out_path: PathLike, params: Optional[Dict[str, 
     nb = inject_parameters(_read(path), params or {})
     out_path = Path(out_path)
     cwd = Path(cwd or os.getcwd())
-    client = NotebookClient(nb, timeout=int(timeout), kernel_name=kernel,
+    sockets = None
+    km = None
+    if os.name == "posix":
+        # Talk to the kernel over local sockets rather than TCP (no open port, and no
+        # "running over TCP without encryption" warning); they live in a folder removed after.
+        from jupyter_client import KernelManager
+
+        sockets = tempfile.mkdtemp(prefix="ampxfer-kernel-")
+        km = KernelManager(kernel_name=kernel, transport="ipc", ip=os.path.join(sockets, "kernel"))
+    client = NotebookClient(nb, km=km, timeout=int(timeout), kernel_name=kernel,
                             resources={"metadata": {"path": str(cwd)}})
     t0 = time.monotonic()
     env = {SMOKE_ENV: "1" if smoke else None}
@@ -251,6 +262,9 @@ def run_notebook(path: PathLike, out_path: PathLike, params: Optional[Dict[str, 
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
         _write(nb, out_path)
         raise NotebookError(f"{Path(path).name} failed at {_failure(nb, exc)}; the executed copy is {out_path}") from None
+    finally:
+        if sockets:
+            shutil.rmtree(sockets, ignore_errors=True)
     _write(nb, out_path)
     return time.monotonic() - t0
 

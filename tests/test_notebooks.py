@@ -75,12 +75,12 @@ def test_find_notebooks():
 def test_run_notebook_injects_parameters_and_reports_failures(tmp_path):
     pytest.importorskip("nbclient")
     src = tmp_path / "tiny.ipynb"
-    nbformat.write(tiny_notebook("import os\nprint(f'x={X} y={Y} smoke={os.environ.get(\"AMPXFER_SMOKE\")}')\n"
-                                 "assert X < 10, 'X too large'"), str(src))
+    nbformat.write(tiny_notebook("import os\nprint(f'x={X} y={Y} smoke={os.environ.get(\"AMPXFER_SMOKE\")} "
+                                 "cwd={os.getcwd()}')\nassert X < 10, 'X too large'"), str(src))
     out = tmp_path / "out" / "tiny.ipynb"
     nbrun.run_notebook(src, out, {"X": 7}, smoke=True, cwd=tmp_path, timeout=60)
     text = nbformat.read(str(out), 4).cells[4].outputs[0]["text"]
-    assert text == "x=7 y=a smoke=1\n"
+    assert text == f"x=7 y=a smoke=1 cwd={tmp_path}\n"
     with pytest.raises(nbrun.NotebookError, match=r"tiny.ipynb failed at cell 4: AssertionError: X too large") as info:
         nbrun.run_notebook(src, out, {"X": 11}, cwd=tmp_path, timeout=60)
     assert str(out) in str(info.value)
