@@ -191,7 +191,7 @@ def sample_pairs() -> List[dict]:
 #: caps that fit the whole suite in 30-45 minutes on two CPU cores; ``article``: the published
 #: AGAM recipe, run until early stopping (hours on a CPU). Smoke mode trains 2 epochs per run.
 BUDGETS: Dict[str, dict] = {
-    "demo": {"preset": None, "max_epochs": {"full": 60, "limited": 100}, "source_max_epochs": 60,
+    "demo": {"preset": "agam", "max_epochs": {"full": 60, "limited": 100}, "source_max_epochs": 60,
              "patience": None},
     "article": {"preset": "agam", "max_epochs": None, "source_max_epochs": None, "patience": None},
 }
