@@ -160,14 +160,20 @@ def clipping_runs(x: np.ndarray, level: float = 0.999, min_run: int = 3) -> List
     return list(zip(starts[keep].tolist(), lengths[keep].tolist()))
 
 
-def check_recording(clip: AudioClip, role: str, checks: CheckConfig) -> List[Finding]:
-    """Errors (raised) and warnings (returned) that concern one recording on its own."""
+def check_finite(clip: AudioClip, role: str) -> None:
+    """Refuse NaN or infinite samples (only float files can hold them): a damaged export."""
     x = clip.samples
     if not np.all(np.isfinite(x)):
         bad = int(np.count_nonzero(~np.isfinite(x)))
         first = int(np.flatnonzero(~np.isfinite(x))[0])
         raise AudioError(f"{clip.path}: {bad} NaN or infinite samples (first at {first / clip.sample_rate:.3f} s); "
                          f"the file is damaged: export the {role} again as 24-bit or float WAV")
+
+
+def check_recording(clip: AudioClip, role: str, checks: CheckConfig) -> List[Finding]:
+    """Errors (raised) and warnings (returned) that concern one recording on its own."""
+    x = clip.samples
+    check_finite(clip, role)
     level = rms_dbfs(x)
     if level < checks.silence_dbfs:
         hint = ("is the device switched on and the track armed?" if role == "target"

@@ -120,7 +120,9 @@ def add_train(sub) -> None:
 
 
 def run_train(args) -> int:
-    from .train import LogLines, TqdmProgress, make_config, train
+    from .checkpoint import LOG
+    from .errors import TrainingDiverged
+    from .train import LogFile, LogLines, TqdmProgress, WarningLines, make_config, train
 
     overrides = dict(
         subset=args.subset, init_from=args.init_from, hidden_size=args.hidden_size,
@@ -131,7 +133,17 @@ def run_train(args) -> int:
     overrides.update(_key_values(args.set, "--set"))
     config = make_config(args.data, args.preset, **overrides)
     callbacks = {"lines": [LogLines()], "bar": [TqdmProgress()], "none": []}[args.progress]
-    summary = train(config, args.out, callbacks, overwrite=args.overwrite)
+    callbacks.insert(0, WarningLines(_eprint))
+    # The run folder keeps its own record (it may live on a Google Drive that outlives the session).
+    log = LogFile(Path(args.out) / LOG)
+    try:
+        summary = train(config, args.out, callbacks + [log], overwrite=args.overwrite)
+    except TrainingDiverged as exc:
+        log.error(f"error: {exc}")
+        raise
+    except KeyboardInterrupt:
+        log.error("interrupted: rerun the same command to resume from the last checkpoint")
+        raise
     if args.progress == "none":
         print(json.dumps(summary))
     return 0
@@ -164,7 +176,7 @@ def resolve_model_path(path: str) -> Path:
 
 
 def run_render(args) -> int:
-    from .audio import read_audio, resample, write_audio
+    from .audio import check_finite, read_audio, resample, write_audio
     from .formats import load_model
     from .render import render
 
@@ -177,7 +189,12 @@ def run_render(args) -> int:
         raise ConfigError(f"{out}: exists; choose another --out or pass --overwrite")
     if out.suffix.lower() not in (".wav", ".flac"):
         raise ConfigError(f"{out}: the output must end in .wav or .flac")
+    if len(args.knob) != weights.config.num_knobs:
+        n = weights.config.num_knobs
+        raise ConfigError(f"{model_path}: the model takes {n} knob value(s) but {len(args.knob)} were given; "
+                          + ("pass --knob V for each knob (0..1)" if n else "drop --knob"))
     clip = read_audio(args.input, args.channel, role="input")
+    check_finite(clip, "input")
     rate = weights.config.sample_rate
     x = resample(clip.samples, clip.sample_rate, rate)
     y = render(weights, x, args.knob)
