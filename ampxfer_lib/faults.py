@@ -847,6 +847,18 @@ def _(fx, d):
                   verify=_verify_diverged(m), may_write=True)
 
 
+@case("train_diverged_rerun", "train", "error", "the same command again on a run that diverged",
+      error=r"^error: \S*run: this run stopped earlier because its loss diverged; no epoch was validated before, so "
+            r"there is no model to keep\. Rerun with --overwrite and a lower --lr or --grad-clip 1$")
+def _(fx, d):
+    from .cli import main
+
+    argv = ["train", "--data", str(fx.data()), "--out", str(d / "run"), *RUN_ARGS, "--lr", "1e30"]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(argv) == 2
+    return Setup(argv[:], [fx.data()], d / "run")
+
+
 # ----------------------------------------------------------- render
 
 def _render(model: Path, xin: Path, out: Path, *extra: str, sources=(), verify=None) -> Setup:
@@ -1376,3 +1388,77 @@ def check_result(c: Case, result: Result) -> List[str]:
 
 def cases(entry: Optional[str] = None) -> List[Case]:
     return [c for c in CASES if entry is None or c.entry == entry]
+
+
+# --------------------------------------------------------------------------- kill and resume
+
+#: Files a resumed run must reproduce byte for byte (history.json: apart from elapsed_s).
+RESUME_FILES = ("model_best.json", "model_last.json")
+
+
+def resume_argv(data: Path, out: Path, seed: int = 0, hidden: int = 6, epochs: int = 3,
+                batch_size: int = 4) -> List[str]:
+    """A small training command that checkpoints at every batch boundary (several per epoch)."""
+    return ["train", "--data", str(data), "--out", str(out), "--hidden-size", str(hidden), "--max-epochs",
+            str(epochs), "--seed", str(seed), "--threads", "1", "--set", f"batch_size={batch_size}",
+            "--set", "checkpoint_seconds=0", "--progress", "none"]
+
+
+def strip_elapsed(history: list) -> list:
+    return [{k: v for k, v in h.items() if k != "elapsed_s"} for h in history]
+
+
+def compare_runs(reference: Path, run: Path) -> List[str]:
+    """Differences between a resumed run and an uninterrupted one (empty: identical)."""
+    problems = []
+    for name in ("history.json", "summary.json", *RESUME_FILES):
+        if not (run / name).is_file():
+            problems.append(f"{name} missing")
+    if problems:
+        return problems
+    if strip_elapsed(json.loads((run / "history.json").read_text())) != strip_elapsed(
+            json.loads((reference / "history.json").read_text())):
+        problems.append("history.json differs (elapsed_s aside)")
+    for name in RESUME_FILES:
+        if (run / name).read_bytes() != (reference / name).read_bytes():
+            problems.append(f"{name} differs")
+    a = json.loads((run / "summary.json").read_text())
+    b = json.loads((reference / "summary.json").read_text())
+    for key in ("best_val_loss", "best_epoch", "epochs", "test_esr", "status", "stop_reason"):
+        if a.get(key) != b.get(key):
+            problems.append(f"summary {key} {a.get(key)} != {b.get(key)}")
+    leftovers = sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp"))
+    if leftovers:
+        problems.append(f"temporary files left: {leftovers}")
+    return problems
+
+
+def kill_during(argv: Sequence[str], out: Path, delay: float, cwd: Optional[Path] = None,
+                env: Optional[dict] = None, timeout: float = 300.0) -> bool:
+    """Run ``python -m ampxfer_lib ARGV`` (a training run into ``out``) and SIGKILL it ``delay``
+    seconds after it has started training (its train.log grew: the run folder was accepted,
+    restored if resuming, and the epochs begin). Returns False when it ended before that."""
+    import signal
+    import time
+
+    log = Path(out) / "train.log"
+    size0 = log.stat().st_size if log.exists() else 0
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = str(repo) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.Popen([sys.executable, "-m", "ampxfer_lib", *argv], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + timeout
+    while proc.poll() is None and not (log.exists() and log.stat().st_size > size0):
+        if time.monotonic() > end:
+            proc.kill()
+            raise TimeoutError(f"{argv}: no training after {timeout} s")
+        time.sleep(0.002)
+    deadline = time.monotonic() + delay
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
