@@ -716,21 +716,13 @@ class Trainer:
             train_loss = float(self._train_epoch(epoch, start_batch))
             start_batch = 0
             if not math.isfinite(train_loss):
-                self._finish_epoch_time()
-                self._stop(epoch - 1, "diverged")
-                raise TrainingDiverged(
-                    f"{self.out_dir}: the training loss became {train_loss} at epoch {epoch}; "
-                    f"{self._kept_model_words()}. Try a lower --lr or --grad-clip 1")
+                self._diverged(epoch, "training", train_loss)
             val_loss = None
             # The last epoch is always validated so that every run ends with a best model.
             if epoch % cfg.val_every == 0 or epoch >= cfg.max_epochs:
                 val_loss = self.validate()
                 if not math.isfinite(val_loss):
-                    self._finish_epoch_time()
-                    self._stop(epoch - 1, "diverged")
-                    raise TrainingDiverged(
-                        f"{self.out_dir}: the validation loss became {val_loss} at epoch {epoch}; "
-                        f"{self._kept_model_words()}. Try a lower --lr or --grad-clip 1")
+                    self._diverged(epoch, "validation", val_loss)
                 if self.scheduler is not None:
                     self.scheduler.step(val_loss)
                 if val_loss < self.best_val_loss:
@@ -765,6 +757,14 @@ class Trainer:
         for c in self.callbacks:
             c.on_end(self, summary)
         return summary
+
+    def _diverged(self, epoch: int, which: str, loss: float) -> None:
+        """Stop on a NaN/inf loss, keeping the best model so far, and say what to try."""
+        self._finish_epoch_time()
+        self._stop(epoch - 1, "diverged")
+        raise TrainingDiverged(
+            f"{self.out_dir}: the {which} loss became {loss} at epoch {epoch}; {self._kept_model_words()}. "
+            "Try a lower --lr or --grad-clip 1")
 
     def _finish_epoch_time(self) -> None:
         now = time.monotonic()
