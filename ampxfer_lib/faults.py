@@ -331,7 +331,7 @@ def _verify_prepared(rate: int = RATE, source_rate: int = RATE, seconds: float =
         if not (want - 3 <= lat <= want):
             return f"latency {lat} samples, expected about {want:.0f}"
         total = sum(m["splits"][s]["seconds"] for s in ("train", "val", "test"))
-        if abs(total - (seconds - lat / rate)) > 2.0 / rate:
+        if not seconds - (lat + 2) / rate <= total <= seconds + 1e-6:  # the latency is cut off, at most
             return f"{total:.4f} s prepared from {seconds} s"
         from .data import load_dataset
 
@@ -524,6 +524,32 @@ def _(fx, d):
     return _prepare(xin, tgt, d / "notes.txt" / "data")
 
 
+@case("conditioned_spec_missing", "prepare", "error", "--conditioned spec that does not exist",
+      error=r"^error: \S*spec\.json: no such file; check the --conditioned path$")
+def _(fx, d):
+    return Setup(["prepare", "--conditioned", str(d / "spec.json"), "--out", str(d / "data"), *SMALL_SPLITS], [],
+                 d / "data")
+
+
+@case("conditioned_knob_range", "prepare", "error", "--conditioned spec with a knob value of 7 (not 0..1)",
+      error=r"^error: knob values must lie in 0\.\.1, got \[7\.0\] for \S*amp\.wav$")
+def _(fx, d):
+    xin, tgt = _pair(d, fx)
+    (d / "spec.json").write_text(json.dumps({"input": "di.wav", "captures": [{"target": "amp.wav", "knobs": [7]}]}))
+    make_read_only(d / "spec.json")
+    return Setup(["prepare", "--conditioned", str(d / "spec.json"), "--out", str(d / "data"), *SMALL_SPLITS],
+                 [xin, tgt, d / "spec.json"], d / "data")
+
+
+@case("conditioned_spec_not_json", "prepare", "error", "--conditioned spec that is not JSON",
+      error=r"^error: \S*spec\.json: not a readable JSON spec \(.*\)$")
+def _(fx, d):
+    (d / "spec.json").write_text("input: di.wav\n")
+    make_read_only(d / "spec.json")
+    return Setup(["prepare", "--conditioned", str(d / "spec.json"), "--out", str(d / "data"), *SMALL_SPLITS],
+                 [d / "spec.json"], d / "data")
+
+
 # ----------------------------------------------------------- prepare: warnings
 
 @case("clipping", "prepare", "warning", "target clipped flat in many places", warnings=["clipping"])
@@ -599,6 +625,12 @@ _accepted("rate_48k", "48 kHz material, resampled to 44.1 kHz", "PCM_24", rate=4
 _accepted("stereo_same", "stereo files with identical channels", "PCM_16", stereo="same")
 _accepted("stereo_channel", "stereo, channels differ, --channel 1", "PCM_16", stereo="differ",
           extra=("--channel", "1"))
+
+
+@case("length_within_window", "prepare", "accepted", "target 0.1 s longer than the input (inside the window)")
+def _(fx, d):
+    xin, tgt = _pair(d, fx, target=lambda x, y: np.concatenate([y, np.zeros(RATE // 10)]))
+    return _prepare(xin, tgt, d / "data", verify=_verify_prepared())
 
 
 @case("flip_polarity", "prepare", "accepted", "inverted target with --flip-polarity: no warning")
