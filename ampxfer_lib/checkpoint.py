@@ -22,8 +22,8 @@ or a minute and one batch, whichever is shorter. The same command resumes, also 
 working directory or after the run, data and starting model moved together (they are
 compared by content), and even when the starting model itself is gone. On a Google Drive
 mount add Drive's own upload delay: files written just before a disconnect may not have
-reached Drive yet (``drive.flush_and_unmount()`` forces it), and an older checkpoint is
-then what resumes, never a damaged one. ``tests/test_resume_kill.py`` and
+reached Drive yet (``drive.flush_and_unmount()`` forces it), and the older checkpoint Drive
+kept is then what resumes. ``tests/test_resume_kill.py`` and
 ``bench/faults.py`` kill runs at every write and at random moments and check that the
 resumed run ends exactly like an uninterrupted one.
 """
