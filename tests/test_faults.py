@@ -81,7 +81,7 @@ def test_debug_shows_the_traceback(name, fx, tmp_path):
         faults.run_inprocess(setup.argv, debug=True)
 
 
-@pytest.mark.parametrize("name", ["stereo_differs", "train_different_run", "clipping"])
+@pytest.mark.parametrize("name", ["stereo_differs", "clipping"])
 def test_real_command_line(name, fx, tmp_path):
     case = _by_name(name)
     result = faults.run_case(case, fx, tmp_path / "case", mode="subprocess")
