@@ -120,9 +120,7 @@ def add_train(sub) -> None:
 
 
 def run_train(args) -> int:
-    from .checkpoint import LOG
-    from .errors import TrainingDiverged
-    from .train import LogFile, LogLines, TqdmProgress, WarningLines, make_config, train
+    from .train import LogLines, TqdmProgress, WarningLines, make_config, train
 
     overrides = dict(
         subset=args.subset, init_from=args.init_from, hidden_size=args.hidden_size,
@@ -134,16 +132,9 @@ def run_train(args) -> int:
     config = make_config(args.data, args.preset, **overrides)
     callbacks = {"lines": [LogLines()], "bar": [TqdmProgress()], "none": []}[args.progress]
     callbacks.insert(0, WarningLines(_eprint))
-    # The run folder keeps its own record (it may live on a Google Drive that outlives the session).
-    log = LogFile(Path(args.out) / LOG)
-    try:
-        summary = train(config, args.out, callbacks + [log], overwrite=args.overwrite)
-    except TrainingDiverged as exc:
-        log.error(f"error: {exc}")
-        raise
-    except KeyboardInterrupt:
-        log.error("interrupted: rerun the same command to resume from the last checkpoint")
-        raise
+    # train() also appends these lines to the run folder's train.log (it may be on a Google
+    # Drive that outlives the session), with the error that stopped a run.
+    summary = train(config, args.out, callbacks, overwrite=args.overwrite)
     if args.progress == "none":
         print(json.dumps(summary))
     return 0

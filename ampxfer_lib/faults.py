@@ -267,14 +267,16 @@ class Result:
     out_before: Optional[Dict[str, str]]
     write_opens: List[str] = field(default_factory=list)
 
-    def got_text(self) -> str:
+    def got_text(self, width: int = 220) -> str:
+        """Exit status, warnings recorded and the last stderr line, paths cut to file names."""
         lines = [l for l in self.stderr.splitlines() if l.strip()]
-        warns = sorted({w for w in _warning_codes(self.setup)} or ())
+        warns = _warning_codes(self.setup)
         text = f"exit {self.code}"
         if warns:
             text += ", warn " + ",".join(warns)
         if lines and self.code != 0:
-            text += f" ({lines[-1][:60]})"
+            line = re.sub(r"(?<![\w.])/(?:[^\s/]+/)+([^\s/]+)", r"\1", lines[-1])
+            text += f": {line[:width]}" + ("..." if len(line) > width else "")
         return text
 
 
@@ -1189,6 +1191,29 @@ def _(fx, d):
 def _(fx, d):
     xin, tgt = _pair(d, fx, target=lambda x, y: np.column_stack([y, 0.5 * x]))
     return Setup([], [xin, tgt], d / "data", call=(_api_prepare, dict(xin=xin, tgt=tgt, out=d / "data")))
+
+
+def _api_train(data: Path, out: Path, **settings):
+    from .train import make_config, train
+
+    return train(make_config(data, **settings), out)
+
+
+@case("notebook_train_ok", "notebook", "accepted", "train.train() as a notebook calls it: keeps train.log too")
+def _(fx, d):
+    def verify(result):
+        log = (result.setup.out / "train.log").read_text()
+        return None if "epoch    1" in log and "done (max_epochs)" in log else f"train.log: {log!r}"
+    return Setup([], [fx.data()], d / "run", call=(_api_train, dict(data=fx.data(), out=d / "run", **RUN_SETTINGS)),
+                 verify=verify)
+
+
+@case("notebook_train_init_mismatch", "notebook", "error", "train.train() from a hidden-4 model with hidden_size 6",
+      error=r"^error: \S*h4\.json: hidden size 4 cannot start a hidden-6 model; use --hidden-size 4")
+def _(fx, d):
+    m = fx.model()
+    return Setup([], [fx.data(), m], d / "run", call=(_api_train, dict(data=fx.data(), out=d / "run", init_from=str(m),
+                                                                        hidden_size=6, max_epochs=1)))
 
 
 def _api_sample_data(root: Path):

@@ -223,6 +223,9 @@ class Callback:
 
     def on_end(self, run: "Trainer", summary: dict) -> None: ...
 
+    def on_error(self, run: "Trainer", message: str) -> None:
+        """The run stopped early (diverged, interrupted); ``message`` is one line."""
+
 
 class LogLines(Callback):
     """One plain line per epoch (the command line's progress)."""
@@ -287,7 +290,7 @@ class LogFile(LogLines):
             self.append(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} ampxfer {__version__}")
         super().on_end(run, summary)
 
-    def error(self, message: str) -> None:
+    def on_error(self, run, message: str) -> None:
         """Record why the run stopped (divergence, interruption), once the run had started."""
         if self.started:
             self.append(message)
@@ -524,9 +527,12 @@ class Trainer:
         except (ConfigError, TypeError):
             return "settings from another version of ampxfer"
         mine = self.config.identity()
-        shown = {"init_from": (old.get("train", {}).get("init_from"), self.config.init_from)}
-        diffs = [f"{k} {shown.get(k, (theirs.get(k), v))[0]!r} -> {shown.get(k, (theirs.get(k), v))[1]!r}"
-                 for k, v in mine.items() if theirs.get(k) != v]
+        diffs = []
+        for k, v in mine.items():
+            if theirs.get(k) != v:
+                # init_from is compared as set or not (its content below); show the paths
+                a, b = (old["train"].get("init_from"), self.config.init_from) if k == "init_from" else (theirs.get(k), v)
+                diffs.append(f"{k} {a!r} -> {b!r}")
         if old.get("data_fingerprint") != self.data_fingerprint:
             diffs.append("the prepared data changed")
         theirs_init = old.get("init_fingerprint")
@@ -662,8 +668,20 @@ class Trainer:
         self._setup()
         try:
             return self._run()
+        except TrainingDiverged as exc:
+            self._tell_error(f"error: {exc}")
+            raise
+        except KeyboardInterrupt:
+            self._tell_error("interrupted: run it again to resume from the last checkpoint")
+            raise
         finally:
             self._restore_threads()
+
+    def _tell_error(self, message: str) -> None:
+        for c in self.callbacks:
+            hook = getattr(c, "on_error", None)
+            if hook is not None:
+                hook(self, message)
 
     def _run(self) -> dict:
         cfg = self.config
@@ -849,8 +867,16 @@ def evaluate_model(model: AmpLSTM, data: Dataset, split: str = "test") -> float:
     return esr_numpy(out[..., 0], y[..., 0])
 
 
-def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] = (), overwrite: bool = False) -> dict:
-    """Train a run into ``out_dir`` (resuming it if it holds a checkpoint); returns its summary."""
+def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] = (), overwrite: bool = False,
+          log: bool = True) -> dict:
+    """Train a run into ``out_dir`` (resuming it if it holds a checkpoint); returns its summary.
+
+    ``log``: also append the run's lines to ``out_dir/train.log`` (unless a :class:`LogFile`
+    is among the callbacks already), so the folder keeps a record of every session.
+    """
+    callbacks = list(callbacks)
+    if log and not any(isinstance(c, LogFile) for c in callbacks):
+        callbacks.append(LogFile(Path(out_dir) / ckpt.LOG))
     return Trainer(config, out_dir, callbacks, overwrite).run()
 
 

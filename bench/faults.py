@@ -59,7 +59,7 @@ def run_catalogue(root: Path, only) -> tuple:
     rows, ok = [], 0
     cases = [c for c in faults.CASES if not only or c.name in only]
     print(f"## Catalogue: {len(cases)} cases through the real command line\n")
-    print("| case | entry point | kind | expected | got | ok |")
+    print("| case | entry point | input | expected | got (paths cut to file names) | ok |")
     print("|---|---|---|---|---|---|")
     t0 = time.monotonic()
     for c in cases:
@@ -69,8 +69,8 @@ def run_catalogue(root: Path, only) -> tuple:
         got = result.got_text()
         if problems:
             got += " -- " + "; ".join(problems)
-        row = f"| {c.name} | {c.entry}{' (API)' if c.entry == 'notebook' else ''} | {c.kind} | " \
-              f"{c.expected_text} | {got.replace('|', '/')} | {'yes' if not problems else 'NO'} |"
+        row = f"| {c.name} | {c.entry}{' (API)' if c.entry == 'notebook' else ''} | {c.what} | " \
+              f"{c.kind}: {c.expected_text} | {got.replace('|', '/')} | {'yes' if not problems else 'NO'} |"
         print(row, flush=True)
         rows.append(row)
     print(f"\n{ok}/{len(cases)} expected answers in {time.monotonic() - t0:.0f} s\n")
