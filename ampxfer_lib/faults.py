@@ -386,6 +386,30 @@ def _(fx, d):
     return _prepare(d / "takes", tgt, d / "data")
 
 
+def _truncate(path: Path) -> Path:
+    """Cut a file to half its bytes, as an interrupted copy or download leaves it."""
+    data = path.read_bytes()
+    os.chmod(path, 0o644)
+    path.write_bytes(data[: len(data) // 2])
+    make_read_only(path)
+    return path
+
+
+@case("truncated_flac", "prepare", "error", "target FLAC cut in half (an interrupted copy)",
+      error=r"^error: \S*amp\.flac: the audio data is damaged \(flac decoder lost sync\.\); copy or export the "
+            r"target again$")
+def _(fx, d):
+    xin, tgt = _pair(d, fx, names=("di.flac", "amp.flac"))
+    return _prepare(xin, _truncate(tgt), d / "data")
+
+
+@case("truncated_wav", "prepare", "error", "target WAV cut in half: its header promises more than is there",
+      error=r"^error: \S*amp\.wav: 4\.00 s long but the input \S*di\.wav is 8\.00 s; they differ by 4\.00 s")
+def _(fx, d):
+    xin, tgt = _pair(d, fx)
+    return _prepare(xin, _truncate(tgt), d / "data")
+
+
 @case("rate_mismatch", "prepare", "error", "input at 48 kHz, target at 44.1 kHz",
       error=r"^error: \S*amp\.wav: recorded at 44100 Hz but the input \S*di\.wav is at 48000 Hz; "
             r"record \(or export\) both at one rate$")
