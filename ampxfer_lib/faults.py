@@ -236,7 +236,7 @@ class Setup:
 class Expected:
     code: int = 0
     error: Optional[str] = None  # regex the single "error: ..." line must match
-    warnings: Tuple[str, ...] = ()  # manifest warning codes (prepare), sorted
+    warnings: Tuple[str, ...] = ()  # warning codes recorded (manifest.json, a run's config.json), sorted
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,7 @@ class Result:
     stdout: str
     stderr: str
     setup: Setup
-    source_hashes_before: Dict[str, Tuple[str, int]]
+    source_hashes_before: Dict[str, Tuple[str, int, int]]  # path -> (sha256, mtime_ns, mode)
     out_before: Optional[Dict[str, str]]
     write_opens: List[str] = field(default_factory=list)
 
@@ -290,7 +290,7 @@ def case(name: str, entry: str, kind: str, what: str, code: int = 0, error: Opti
         if any(c.name == name for c in CASES):
             raise ValueError(f"duplicate case {name}")
         CASES.append(Case(name, entry, kind, what, build,
-                          Expected(code if kind != "error" or code else 2, error, tuple(sorted(warnings)))))
+                          Expected(code or (2 if kind == "error" else 0), error, tuple(sorted(warnings)))))
         return build
     return register
 
@@ -1272,7 +1272,7 @@ def _snapshot(path: Optional[Path]) -> Optional[Dict[str, str]]:
     return {str(f.relative_to(path)): sha256_file(f) for f in sorted(path.rglob("*")) if f.is_file()}
 
 
-def _source_state(paths: Sequence[Path]) -> Dict[str, Tuple[str, int]]:
+def _source_state(paths: Sequence[Path]) -> Dict[str, Tuple[str, int, int]]:
     state = {}
     for p in paths:
         p = Path(p)
