@@ -216,6 +216,21 @@ def run_evaluate(args) -> int:
 COMMANDS: List[Callable] = [add_prepare, add_train, add_render, add_evaluate]
 
 
+def add_study(sub) -> None:
+    from .study import add_study as add
+
+    add(sub)
+
+
+def add_rank(sub) -> None:
+    from .rank import add_rank as add
+
+    add(sub)
+
+
+COMMANDS += [add_study, add_rank]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ampxfer", description="Capture guitar pedals and amps as LSTM models.")
     parser.add_argument("--version", action="version", version=f"ampxfer {__version__}")
