@@ -307,9 +307,7 @@ def export_starting_model(entry: dict, path: PathLike) -> Path:
     path = Path(path)
     if path.exists() and os.path.realpath(path) == os.path.realpath(entry["model"]):
         raise ConfigError(f"{path}: is the library model itself; choose another file name")
-    weights = starting_model(entry)
-    weights.metadata["ranked_from"] = {"model": entry["model"], "knobs": list(entry.get("knobs", []))}
-    save_model(weights, path)
+    save_model(starting_model(entry), path)
     return path
 
 

@@ -543,7 +543,6 @@ def materialize_sources(config: StudyConfig, out_dir: PathLike) -> None:
             continue
         path = folded_source_path(out_dir, pair.name)
         folded = fold_knobs(load_model(pair.source.model), pair.source.knobs)
-        folded.metadata["folded_from"] = {"model": pair.source.model, "knobs": list(pair.source.knobs)}
         if path.exists():
             old = load_model(path)
             if old.equal(folded):

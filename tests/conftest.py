@@ -16,7 +16,8 @@ import soundfile as sf
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-REALDATA = REPO.parent / "shared" / "realdata"
+# AMPXFER_REALDATA points elsewhere (e.g. from a git worktree whose parent has no shared/).
+REALDATA = Path(os.environ.get("AMPXFER_REALDATA") or REPO.parent / "shared" / "realdata")
 
 # Tests run single-threaded like training runs; two pytest workers would otherwise fight.
 torch.set_num_threads(1)

@@ -131,7 +131,7 @@ def test_study_writes_results_table_and_figures(tiny_run):
     cfg, outcome, root, hashes = tiny_run
     assert file_hashes(root / "cond.json") == hashes  # the source model is read, never written
     folded = load_model(root / "out" / "sources" / "cond.json")
-    assert folded.equal(replace(fold_knobs(load_model(root / "cond.json"), [0.25]), metadata=folded.metadata))
+    assert folded.equal(fold_knobs(load_model(root / "cond.json"), [0.25]))
     with open(outcome.results_csv) as f:
         reader = csv.DictReader(f)
         rows = list(reader)
