@@ -41,6 +41,13 @@ from .model import ModelConfig, ModelWeights
 from .transfer import expand_inputs, fold_knobs
 
 
+#: Zero-shot scores, cheapest signal first (all come from one pass of the model):
+#: ``esr`` as it plays; ``esr_level_matched`` after the best output gain; ``esr_head_refit``
+#: after refitting the dense layer by least squares on the model's own LSTM features (what
+#: the first fine-tuning steps can reach without touching the LSTM; polarity included).
+SCORES = ("esr", "esr_level_matched", "esr_head_refit")
+
+
 @dataclass(frozen=True)
 class RankConfig:
     """How models are scored. Times are seconds of audio at the data's rate."""
@@ -49,7 +56,7 @@ class RankConfig:
     probe_chunks: int = 6
     warmup_seconds: float = 0.1  # played before each chunk, not scored (the LSTM settles)
     knob_values: Tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    level_match: bool = True
+    score: str = "esr_level_matched"  # esr | esr_level_matched | esr_head_refit (see SCORES)
     finetune_top: int = 0  # fine-tune probe for the best N by the cheap score (0: off)
     finetune_seconds: float = 5.0  # training audio of the probe, as 0.5 s segments
     finetune_epochs: int = 2  # passes over it; each pass is ~22 weight updates (agam windows)
@@ -64,6 +71,8 @@ class RankConfig:
             raise ConfigError("finetune_top >= 0, finetune_epochs >= 1 and finetune_seconds >= 0.5 are needed")
         if not self.knob_values or any(not 0 <= k <= 1 for k in self.knob_values):
             raise ConfigError("knob_values must be values in 0..1")
+        if self.score not in SCORES:
+            raise ConfigError(f"unknown score {self.score!r}; one of {', '.join(SCORES)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,12 +137,38 @@ def esr_scores(pred: np.ndarray, target: np.ndarray) -> Dict[str, float]:
     return {"esr": esr, "esr_level_matched": matched, "gain": gain}
 
 
-def zero_shot(weights: ModelWeights, audio: ProbeAudio) -> Dict[str, float]:
-    """Scores of ``weights`` (already shaped for the data) on probe audio."""
+def refit_head(hidden: np.ndarray, x: np.ndarray, y: np.ndarray, skip: bool) -> Dict[str, object]:
+    """Least-squares dense layer on LSTM features: ``y ~ x*skip + hidden @ w + b``.
+
+    ``hidden`` (N, H), ``x``/``y`` (N,). Returns ``esr_head_refit`` (plain ESR of the refit
+    output) and ``head`` ([w_1..w_H, b]). A tiny ridge keeps dead features harmless.
+    """
+    h = hidden.astype(np.float64)
+    a = np.concatenate([h, np.ones((len(h), 1))], axis=1)
+    r = y.astype(np.float64) - (x.astype(np.float64) if skip else 0.0)
+    gram = a.T @ a
+    ridge = 1e-9 * np.trace(gram) / len(gram)
+    coef = np.linalg.solve(gram + ridge * np.eye(len(gram)), a.T @ r)
+    pred = a @ coef + (x if skip else 0.0)
+    yy = float(np.dot(y.astype(np.float64), y))
+    esr = float(np.sum(np.square(y - pred))) / yy if yy > 0 else math.inf
+    return {"esr_head_refit": esr, "head": coef.tolist()}
+
+
+def zero_shot(weights: ModelWeights, audio: ProbeAudio) -> Dict[str, object]:
+    """All zero-shot scores of ``weights`` (already shaped for the data) on probe audio."""
     model = weights.to_module().eval()
-    pred = _play(model, torch.from_numpy(np.ascontiguousarray(audio.x))).numpy()
+    x = torch.from_numpy(np.ascontiguousarray(audio.x))
+    with torch.no_grad():
+        hidden, _ = model.rec(x)  # from a zero state, as the model plays a file
+        pred = model.lin(hidden)[..., 0]
+        if weights.config.skip:
+            pred = pred + x[..., 0]
     w = audio.warmup
-    return esr_scores(pred[:, w:], audio.y[:, w:])
+    scores: Dict[str, object] = dict(esr_scores(pred[:, w:].numpy(), audio.y[:, w:]))
+    scores.update(refit_head(hidden[:, w:].reshape(-1, hidden.shape[-1]).numpy(), audio.x[:, w:, 0].ravel(),
+                             audio.y[:, w:].ravel(), weights.config.skip))
+    return scores
 
 
 # --------------------------------------------------------------------------- fine-tune probe
@@ -236,7 +271,7 @@ def rank_library(library: Union[PathLike, Sequence[PathLike]], data: Union[PathL
 
 def _rank(paths: Sequence[Path], ds: Dataset, config: RankConfig, progress: bool, log) -> List[dict]:
     audio = probe_audio(ds, "train", config.probe_seconds, config.probe_chunks, config.warmup_seconds)
-    key = "esr_level_matched" if config.level_match else "esr"
+    key = config.score
     scored, skipped = [], []
     bar = None
     if progress:
@@ -263,6 +298,7 @@ def _rank(paths: Sequence[Path], ds: Dataset, config: RankConfig, progress: bool
             knobs, s = best
             scored.append({"model": str(path), "score": s[key], "scored_by": key, "knobs": list(knobs),
                            "esr": s["esr"], "esr_level_matched": s["esr_level_matched"], "gain": s["gain"],
+                           "esr_head_refit": s["esr_head_refit"], "head": s["head"],
                            "hidden_size": weights.config.hidden_size, "input_size": weights.config.input_size})
             if bar is not None:
                 bar.update(1)
@@ -290,11 +326,23 @@ def _rank(paths: Sequence[Path], ds: Dataset, config: RankConfig, progress: bool
     return scored + skipped
 
 
-def starting_model(entry: dict, data: Optional[Union[PathLike, Dataset]] = None) -> ModelWeights:
-    """The weights a ranking entry stands for: folded at its knobs, widened for the data's knobs."""
+def starting_model(entry: dict, data: Optional[Union[PathLike, Dataset]] = None,
+                   refit_head: bool = False) -> ModelWeights:
+    """The weights a ranking entry stands for: folded at its knobs, widened for the data's knobs.
+
+    ``refit_head``: with the entry's least-squares dense layer (``head``) instead of the
+    model's own, so the start already matches the target's level and polarity as far as the
+    dense layer can.
+    """
     weights = load_model(entry["model"])
     if entry.get("knobs"):
         weights = fold_knobs(weights, entry["knobs"])
+    if refit_head:
+        head = np.asarray(entry["head"], dtype=np.float32)
+        params = dict(weights.params)
+        params["lin.weight"] = head[None, :-1].copy()
+        params["lin.bias"] = head[-1:].copy()
+        weights = ModelWeights(weights.config, params)
     if data is not None:
         ds = data if isinstance(data, Dataset) else load_dataset(data)
         if weights.config.input_size == 1 and ds.input_size > 1:
@@ -302,12 +350,12 @@ def starting_model(entry: dict, data: Optional[Union[PathLike, Dataset]] = None)
     return weights
 
 
-def export_starting_model(entry: dict, path: PathLike) -> Path:
+def export_starting_model(entry: dict, path: PathLike, refit_head: bool = False) -> Path:
     """Write a ranking entry's starting model (knobs folded) as a model JSON for --init-from."""
     path = Path(path)
     if path.exists() and os.path.realpath(path) == os.path.realpath(entry["model"]):
         raise ConfigError(f"{path}: is the library model itself; choose another file name")
-    save_model(starting_model(entry), path)
+    save_model(starting_model(entry, refit_head=refit_head), path)
     return path
 
 
@@ -324,7 +372,9 @@ def add_rank(sub) -> None:
     p.add_argument("--json", action="store_true", help='print a JSON list of {"model", "score", ...}, best first')
     p.add_argument("--probe-seconds", type=float, default=RankConfig.probe_seconds,
                    help="seconds of training audio scored zero-shot")
-    p.add_argument("--no-level-match", action="store_true", help="score plain ESR, without output-level matching")
+    p.add_argument("--score", default=RankConfig.score, choices=SCORES,
+                   help="zero-shot score: plain ESR, after output-level matching, or after refitting the "
+                        "dense layer (default %(default)s)")
     p.add_argument("--finetune-top", type=int, default=RankConfig.finetune_top,
                    help="fine-tune probe for the best N (slower, more reliable; 0: off)")
     p.add_argument("--knob-values", type=float, nargs="+", default=list(RankConfig.knob_values),
@@ -338,7 +388,7 @@ def add_rank(sub) -> None:
 def run_rank(args) -> int:
     import json
 
-    config = RankConfig(probe_seconds=args.probe_seconds, level_match=not args.no_level_match,
+    config = RankConfig(probe_seconds=args.probe_seconds, score=args.score,
                         finetune_top=args.finetune_top, knob_values=tuple(args.knob_values), threads=args.threads)
     entries = rank_library(args.library, args.data, config, progress=not args.json)
     ranked = [e for e in entries if e["score"] is not None]

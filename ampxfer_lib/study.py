@@ -36,7 +36,7 @@ import re
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import checkpoint as ckpt
 from .errors import ConfigError, RunFolderError, TrainingDiverged
@@ -97,7 +97,10 @@ class StudyConfig:
 
     ``train`` overrides TrainConfig fields for every run (e.g. ``hidden_size``); ``transfer``
     overrides them for the transfer runs only (the fine-tuning recipe, e.g. ``lr``,
-    ``freeze_lstm_epochs``). ``max_epochs``/``patience`` default to the preset's.
+    ``freeze_lstm_epochs``). ``max_epochs``/``patience`` default to the preset's;
+    ``max_epochs`` may also be ``{"full": N, "limited": M}`` (equal wall-clock budgets: an
+    epoch on limited data is cheaper), and ``source_max_epochs`` budgets the source runs
+    (default: the full-data budget).
     Paths are kept as written; :func:`load_study` resolves them.
     """
 
@@ -105,7 +108,8 @@ class StudyConfig:
     preset: str = "agam"
     data_sizes: Tuple[str, ...] = DATA_SIZES
     seeds: Tuple[int, ...] = (0,)
-    max_epochs: Optional[int] = None
+    max_epochs: Union[None, int, Dict[str, int]] = None
+    source_max_epochs: Optional[int] = None
     patience: Optional[int] = None
     threads: int = 1
     train: Dict[str, object] = field(default_factory=dict)
@@ -128,6 +132,13 @@ class StudyConfig:
             raise ConfigError("threads must be at least 1")
         if self.smoke_epochs < 1:
             raise ConfigError("smoke_epochs must be at least 1")
+        budgets = self.max_epochs if isinstance(self.max_epochs, dict) else {"full": self.max_epochs}
+        if isinstance(self.max_epochs, dict) and sorted(self.max_epochs) != sorted(self.data_sizes):
+            raise ConfigError(f"max_epochs names {sorted(self.max_epochs)}; give a budget for each of the "
+                              f"data_sizes {list(self.data_sizes)} (or one number)")
+        for n in list(budgets.values()) + [self.source_max_epochs]:
+            if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+                raise ConfigError(f"max_epochs must be a whole number of at least 1, not {n!r}")
         names = [p.name for p in self.pairs]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -144,8 +155,9 @@ class StudyConfig:
 
     def to_dict(self) -> dict:
         d = {"pairs": [p.to_dict() for p in self.pairs], "preset": self.preset,
-             "data_sizes": list(self.data_sizes), "seeds": list(self.seeds), "max_epochs": self.max_epochs,
-             "patience": self.patience, "threads": self.threads, "train": dict(self.train),
+             "data_sizes": list(self.data_sizes), "seeds": list(self.seeds), "max_epochs": (dict(self.max_epochs) if isinstance(self.max_epochs, dict)
+                                                            else self.max_epochs),
+             "source_max_epochs": self.source_max_epochs, "patience": self.patience, "threads": self.threads, "train": dict(self.train),
              "transfer": dict(self.transfer), "source_seed": self.source_seed, "smoke_epochs": self.smoke_epochs}
         if self.name:
             d["name"] = self.name
@@ -288,11 +300,20 @@ def folded_source_path(out_dir: PathLike, pair: str) -> Path:
 def plan_study(config: StudyConfig, out_dir: PathLike, smoke: bool = False) -> List[RunSpec]:
     """Every run of the study, sources first (a valid execution order). No side effects."""
     out = Path(out_dir).resolve()
-    max_epochs = config.smoke_epochs if smoke else config.max_epochs
-    common = dict(config.train, max_epochs=max_epochs, patience=config.patience, threads=config.threads)
+    common = dict(config.train, patience=config.patience, threads=config.threads)
 
-    def cfg(data: str, subset: str, seed: int, **extra) -> TrainConfig:
-        return make_config(data, config.preset, **dict(common, subset=subset, seed=seed, **extra))
+    def budget(subset: str, source: bool = False) -> Optional[int]:
+        if smoke:
+            return config.smoke_epochs
+        if source and config.source_max_epochs is not None:
+            return config.source_max_epochs
+        if isinstance(config.max_epochs, dict):
+            return config.max_epochs.get(subset, config.max_epochs.get("full"))
+        return config.max_epochs
+
+    def cfg(data: str, subset: str, seed: int, source: bool = False, **extra) -> TrainConfig:
+        return make_config(data, config.preset, **dict(common, subset=subset, seed=seed,
+                                                        max_epochs=budget(subset, source), **extra))
 
     specs: List[RunSpec] = []
     source_runs: Dict[str, str] = {}  # resolved source data -> run id (pairs may share a source)
@@ -300,7 +321,8 @@ def plan_study(config: StudyConfig, out_dir: PathLike, smoke: bool = False) -> L
         if pair.source.data is not None and pair.source.data not in source_runs:
             run_id = f"source/{pair.name}"
             specs.append(RunSpec(run_id, "source", (pair.name,), _stem(pair.source.data), "full", config.source_seed,
-                                 cfg(pair.source.data, "full", config.source_seed), str(out / "runs" / run_id)))
+                                 cfg(pair.source.data, "full", config.source_seed, source=True),
+                                 str(out / "runs" / run_id)))
             source_runs[pair.source.data] = run_id
         elif pair.source.data is not None:
             i = next(i for i, s in enumerate(specs) if s.run_id == source_runs[pair.source.data])

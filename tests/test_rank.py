@@ -83,8 +83,35 @@ def test_the_rendering_model_ranks_first(library):
     assert len(scored) == 5 and all(e["scored_by"] == "esr_level_matched" for e in scored)
     skipped = [e for e in ranked if e["score"] is None]
     assert [Path(e["model"]).name for e in skipped] == ["broken.json"] and skipped[0]["skipped"]
-    plain = rank_library(lib, data, RankConfig(probe_seconds=1.0, probe_chunks=4, level_match=False), progress=False)
-    assert Path(plain[0]["model"]).name == "snap2.json" and plain[0]["scored_by"] == "esr"
+    for score in ("esr", "esr_head_refit"):
+        other = rank_library(lib, data, RankConfig(probe_seconds=1.0, probe_chunks=4, score=score), progress=False)
+        assert Path(other[0]["model"]).name == "snap2.json" and other[0]["scored_by"] == score
+        assert other[0]["score"] < 1e-4
+    with pytest.raises(ConfigError, match="unknown score"):
+        RankConfig(score="vibes")
+
+
+def test_head_refit_recovers_a_dense_layer(library, tmp_path):
+    """Same LSTM, another dense layer (inverted, scaled): refitting the head finds the target's."""
+    root, lib = library
+    true = load_model(lib / "snap0.json")
+    params = dict(true.params)
+    params["lin.weight"] = -0.3 * params["lin.weight"] + 0.05
+    params["lin.bias"] = params["lin.bias"] + 0.1
+    save_model(ModelWeights(true.config, params), tmp_path / "other_head.json")
+    data = render_target(root, true, name="via_snap0_refit")
+    entry, = rank_library([tmp_path / "other_head.json"], data, RankConfig(probe_seconds=1.0, probe_chunks=4,
+                                                                           score="esr_head_refit"), progress=False)
+    assert entry["esr"] > 0.05 and entry["esr_head_refit"] < 1e-5
+    refit = starting_model(entry, refit_head=True)
+    assert np.array_equal(refit.params["rec.weight_hh_l0"], true.params["rec.weight_hh_l0"])
+    # the features may be collinear, so the weights need not be the same; what they play must be
+    from ampxfer_lib.data import load_dataset
+    from ampxfer_lib.losses import esr_numpy
+
+    test = load_dataset(data).split("test")[0]
+    assert esr_numpy(render_sequential(refit, test.input[:, 0]), test.target) < 1e-4
+    assert esr_numpy(render_sequential(load_model(tmp_path / "other_head.json"), test.input[:, 0]), test.target) > 0.05
 
 
 def test_a_conditioned_model_is_tried_at_its_knob_values(library, tmp_path):

@@ -102,6 +102,19 @@ def test_plan_shares_scratch_runs_and_orders_sources_first(tmp_path):
     assert {s.config.max_epochs for s in plan_study(cfg, tmp_path / "out", smoke=True)} == {cfg.smoke_epochs}
 
 
+def test_budgets_per_data_size_and_for_sources(tmp_path):
+    cfg = StudyConfig.from_dict({"pairs": [{"name": "p", "source": {"data": "/d/s"}, "target": {"data": "/d/t"}}],
+                                 "max_epochs": {"full": 6, "limited": 20}, "source_max_epochs": 50})
+    assert StudyConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    budgets = {(s.role, s.data_size): s.config.max_epochs for s in plan_study(cfg, tmp_path)}
+    assert budgets == {("source", "full"): 50, ("scratch", "full"): 6, ("transfer", "full"): 6,
+                       ("scratch", "limited"): 20, ("transfer", "limited"): 20}
+    with pytest.raises(ConfigError, match="give a budget for each"):
+        StudyConfig.from_dict({"pairs": cfg.to_dict()["pairs"], "max_epochs": {"full": 6}})
+    with pytest.raises(ConfigError, match="whole number"):
+        StudyConfig.from_dict({"pairs": cfg.to_dict()["pairs"], "max_epochs": 0})
+
+
 def test_shipped_config_names_the_sample_pairs():
     path = shipped_studies()["sample_pairs"]
     cfg = load_study(path, data_root="/data")
