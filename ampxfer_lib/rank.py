@@ -3,17 +3,24 @@
 The article left picking the source model as future work. Here every model in a folder of
 AGAM/NeuralPi JSON files is scored on the target's own prepared data, cheapest signal first:
 
-1. **Zero-shot ESR**: the model plays a few seconds of the target's training input (short
-   chunks spread over the recording, each after a warm-up that is not scored) and its output
-   is compared with the target's. No training.
-2. **Output-level matching** (on by default): the same ESR after the best single output gain
-   ``g = <p, y> / <p, p>``, i.e. ``1 - cos^2(p, y)``. A capture's output level is arbitrary
-   (interface gain, a pedal's level knob) and fine-tuning fixes it in the first updates, so
-   the level should not decide the ranking.
-3. **Fine-tune probe** (optional, ``finetune_top`` > 0): the best few by the cheap score are
-   fine-tuned for a handful of updates on a few seconds of the target's training audio with
-   the ``agam`` recipe, then scored on held-out validation audio. This measures what the
-   choice is for (how well a model *learns* the target) at a fraction of a run's cost.
+1. **Zero-shot scores** (one pass of each model over a few seconds of the target's training
+   input, short chunks spread over the recording, each after an unscored warm-up; no
+   training): ``esr`` as the model plays; ``esr_level_matched`` after the best single output
+   gain ``g = <p, y> / <p, p>`` (i.e. ``1 - cos^2(p, y)``: a capture's level and polarity are
+   arbitrary); ``esr_head_refit`` after refitting the dense layer by least squares on the
+   model's own LSTM features (how far the features carry without touching the LSTM).
+2. **Fine-tune probe** of the best ``finetune_top`` by the zero-shot score: each is
+   fine-tuned for a few dozen updates on a few seconds of the target's training audio with
+   the ``agam`` recipe and scored by ESR on held-out validation audio. This measures what
+   the choice is for, how well a model *learns* the target, at a fraction of a run's cost.
+
+Measured on real gear (``bench/RESULTS_rank.md``: 29 real captures, 7 targets rendered from
+captures outside the library, ground truth = every library model fine-tuned with a fixed
+short budget): the level-matched zero-shot choice beat the library median 6/7 times (mean
+ground-truth rank 7.6 of 29); the head-refit score correlated best with the ground truth
+(Spearman 0.52 vs 0.34 and 0.30); the probe of the level-matched top 5 beat the median 7/7
+times with a mean rank of 1.6, for about 1.5x the zero-shot cost. Hence the defaults:
+``esr_level_matched`` to shortlist, a probe of the top 5 to decide.
 
 A knob-conditioned library model is tried at several knob values (folded into a snapshot with
 :func:`ampxfer_lib.transfer.fold_knobs`, which is exact) when the target has no knobs, and
@@ -57,7 +64,7 @@ class RankConfig:
     warmup_seconds: float = 0.1  # played before each chunk, not scored (the LSTM settles)
     knob_values: Tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     score: str = "esr_level_matched"  # esr | esr_level_matched | esr_head_refit (see SCORES)
-    finetune_top: int = 0  # fine-tune probe for the best N by the cheap score (0: off)
+    finetune_top: int = 5  # fine-tune probe for the best N by the zero-shot score (0: off)
     finetune_seconds: float = 5.0  # training audio of the probe, as 0.5 s segments
     finetune_epochs: int = 2  # passes over it; each pass is ~22 weight updates (agam windows)
     finetune_lr: float = 5e-3
@@ -381,6 +388,9 @@ def add_rank(sub) -> None:
                    help="knob values tried for conditioned models")
     p.add_argument("--export-best", default=None, metavar="MODEL.json",
                    help="write the best starting model (knobs folded) for train --init-from")
+    p.add_argument("--refit-head", action="store_true",
+                   help="--export-best with the least-squares dense layer (matches level and polarity; "
+                        "helped 5 of 7 real targets in bench/RESULTS_rank.md)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=run_rank)
 
@@ -398,7 +408,7 @@ def run_rank(args) -> int:
             raise ConfigError(f"{args.library}: no model could be scored for {args.data}; nothing to export")
         if Path(args.export_best).exists():
             raise ConfigError(f"{args.export_best}: exists; choose another --export-best file")
-        export_starting_model(ranked[0], args.export_best)
+        export_starting_model(ranked[0], args.export_best, refit_head=args.refit_head)
     if args.json:
         print(json.dumps(shown + ([] if args.top else [e for e in entries if e["score"] is None])))
         return 0

@@ -275,6 +275,13 @@ def plot_val_curves(curves: Mapping[str, Sequence[Mapping]], title: str = "", ax
     return fig
 
 
+def figure_png(fig, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (for notebooks: ``IPython.display.Image(data=...)``)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
 def save_figure(fig, stem: PathLike, formats: Sequence[str] = ("png", "svg")) -> List[Path]:
     """Write ``stem.png`` and ``stem.svg`` atomically; returns the paths."""
     paths = []
@@ -363,12 +370,15 @@ class LiveLossPlot(Callback):
             ax.clear()
             plot_val_curves(curves, title=self.title, ax=ax)
         if self.display:
-            from IPython.display import display
+            # A PNG rather than the Figure itself: a bare Figure (no pyplot) only renders where
+            # the inline backend happens to be active; an image shows everywhere (Colab too).
+            from IPython.display import Image, display
 
+            image = Image(data=figure_png(self.figure), format="png")
             if self._handle is None:
-                self._handle = display(self.figure, display_id=True)
+                self._handle = display(image, display_id=True)
             else:
-                self._handle.update(self.figure)
+                self._handle.update(image)
 
     def on_start(self, run):
         self.history = list(run.history)

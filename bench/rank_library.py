@@ -3,19 +3,24 @@
     python bench/rank_library.py [--gt-seconds 10 --gt-epochs 2] [--probe-top 5] [--out DIR]
 
 Library: ../shared/realdata/models/tonelibrary_h20 (29 real-gear snapshots, hidden 20).
-Targets: the first 80 s of the real DI (eight clips joined, 44.1 kHz) played through captures
-that are NOT in the library (NeuralPi TS9 and Blues Jr at two knob values, HT40 overdrive at
-three, the Blues Jr snapshot), plus three library models as sanity checks (each must rank
-itself first) and one conditioned sanity check (the library plus the conditioned HT40 model:
-it must rank first, at the target's knob value).
+Targets: the first 80 s of the real DI (eight clips joined, 44.1 kHz; 60 s train, 15 s
+validation) played through captures that are NOT in the library (NeuralPi TS9 at knob 1.0
+and 0.5, HT40 overdrive at 0.25, 0.5 and 1.0, Blues Jr at 0.5, the Blues Jr full-drive
+snapshot), plus three library models as sanity checks (each must rank itself first) and one
+conditioned sanity check (the library plus the conditioned HT40 model: it must rank first, at
+the target's knob value).
 
-For every target the ranking is computed three ways, cheapest first: zero-shot ESR, zero-shot
-ESR after output-level matching, and level-matched ESR followed by a fine-tune probe of the
-best ``--probe-top``. The ground truth is what the choice is for: every library model is
-fine-tuned on the target with the same fixed short budget (``--gt-seconds`` of training audio
-as 0.5 s segments, ``--gt-epochs`` passes of the agam recipe: Adam 5e-3, 200-sample warm-up,
-an update every 1000 samples) and scored by ESR on 10 s of the validation audio. A ranking
-is good when its first choice ends below the library's median model, ideally near the best.
+Signals, cheapest first: the three zero-shot scores of ``ampxfer_lib.rank`` (``esr``,
+``esr_level_matched``, ``esr_head_refit``), and a fine-tune probe of the top ``--probe-top``
+by level-matched or by head-refit score. The ground truth is what the choice is for: every
+library model is fine-tuned on the target with the same fixed short budget (``--gt-seconds``
+of training audio as 0.5 s segments, ``--gt-epochs`` passes of the agam recipe: Adam 5e-3,
+200-sample warm-up, an update every 1000 samples) and scored by ESR on 10 s of the
+validation audio. A ranking is good when its first choice ends below the library's median
+model, ideally near the best. The probe is a smaller version of the same measurement (5 s,
+scored on 6 s), so its agreement with the ground truth is expected; the zero-shot scores are
+the independent predictors. Also measured: the same fine-tune started from the head-refit
+first choice with its least-squares dense layer (``rank --export-best --refit-head``).
 
 Prints a Markdown report and writes all numbers to OUT/results.json.
 """

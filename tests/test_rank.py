@@ -19,7 +19,7 @@ from ampxfer_lib.transfer import fold_knobs
 
 from conftest import SMALL_SPLITS, file_hashes, plucked_notes, realdata_or_skip
 
-FAST = RankConfig(probe_seconds=1.0, probe_chunks=4, finetune_seconds=1.0, eval_seconds=1.0, finetune_epochs=1)
+FAST = RankConfig(probe_seconds=1.0, probe_chunks=4, finetune_top=0)
 
 
 def loud(weights: ModelWeights, gain: float) -> ModelWeights:
@@ -84,7 +84,7 @@ def test_the_rendering_model_ranks_first(library):
     skipped = [e for e in ranked if e["score"] is None]
     assert [Path(e["model"]).name for e in skipped] == ["broken.json"] and skipped[0]["skipped"]
     for score in ("esr", "esr_head_refit"):
-        other = rank_library(lib, data, RankConfig(probe_seconds=1.0, probe_chunks=4, score=score), progress=False)
+        other = rank_library(lib, data, RankConfig(probe_seconds=1.0, probe_chunks=4, score=score, finetune_top=0), progress=False)
         assert Path(other[0]["model"]).name == "snap2.json" and other[0]["scored_by"] == score
         assert other[0]["score"] < 1e-4
     with pytest.raises(ConfigError, match="unknown score"):
@@ -101,7 +101,7 @@ def test_head_refit_recovers_a_dense_layer(library, tmp_path):
     save_model(ModelWeights(true.config, params), tmp_path / "other_head.json")
     data = render_target(root, true, name="via_snap0_refit")
     entry, = rank_library([tmp_path / "other_head.json"], data, RankConfig(probe_seconds=1.0, probe_chunks=4,
-                                                                           score="esr_head_refit"), progress=False)
+                                                                           score="esr_head_refit", finetune_top=0), progress=False)
     assert entry["esr"] > 0.05 and entry["esr_head_refit"] < 1e-5
     refit = starting_model(entry, refit_head=True)
     assert np.array_equal(refit.params["rec.weight_hh_l0"], true.params["rec.weight_hh_l0"])
@@ -174,13 +174,14 @@ def test_cli_rank_json_top_and_export(library, capsys, tmp_path):
     data = render_target(root, load_model(lib / "snap3.json"), name="via_snap3")
     capsys.readouterr()
     assert main(["rank", "--library", str(lib), "--data", str(data), "--json", "--top", "2",
-                 "--probe-seconds", "1"]) == 0
+                 "--probe-seconds", "1", "--finetune-top", "0"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert len(got) == 2 and Path(got[0]["model"]).name == "snap3.json" and got[0]["score"] <= got[1]["score"]
     assert main(["rank", "--library", str(lib), "--data", str(data), "--probe-seconds", "1",
                  "--export-best", str(tmp_path / "best.json")]) == 0
     out = capsys.readouterr().out
     assert "snap3.json" in out.splitlines()[1] and "skipped broken.json" in out
+    assert out.count("probe ") == 5  # the default: a fine-tune probe of the best five
     assert load_model(tmp_path / "best.json").equal(
         ModelWeights(load_model(lib / "snap3.json").config, load_model(lib / "snap3.json").params))
     assert main(["rank", "--library", str(tmp_path / "nothing"), "--data", str(data)]) == 2
@@ -200,7 +201,8 @@ def test_real_library_model_ranks_first_for_its_own_rendering(tmp_path):
     sf.write(tmp_path / "rat.wav", y, 44100, subtype="FLOAT")
     assert main(["prepare", "--input", str(tmp_path / "di.wav"), "--target", str(tmp_path / "rat.wav"),
                  "--out", str(tmp_path / "data"), "--align", "0", "--val-seconds", "2", "--test-seconds", "1"]) == 0
-    ranked = rank_library(lib, tmp_path / "data", RankConfig(probe_seconds=2.0, probe_chunks=4), progress=False)
+    ranked = rank_library(lib, tmp_path / "data", RankConfig(probe_seconds=2.0, probe_chunks=4, finetune_top=0),
+                          progress=False)
     assert len(ranked) == 29 and all(e["score"] is not None for e in ranked)
     assert Path(ranked[0]["model"]).name == "ProCoRat.json" and ranked[0]["esr"] < 1e-3
     assert ranked[1]["score"] > 10 * ranked[0]["score"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ampxfer_lib.report import (RESULT_COLUMNS, LiveLossPlot, RunResult, plot_val_curves, results_csv,
+from ampxfer_lib.report import (RESULT_COLUMNS, LiveLossPlot, RunResult, figure_png, plot_val_curves, results_csv,
                                 results_table, save_figure, study_figures, table1_markdown, table1_rows,
                                 time_to_quality, write_report)
 
@@ -110,6 +110,7 @@ def test_figures_one_per_pair_and_size(tmp_path):
     assert list(lines["scratch"].get_xdata()) == [0, 2, 4, 6, 8]
     assert list(lines["transfer"].get_ydata()) == [0.4, 0.32, 0.29, 0.2]
     assert list(lines["scratch best"].get_ydata()) == [0.3, 0.3]
+    assert figure_png(figs["pair_limited"])[:8] == b"\x89PNG\r\n\x1a\n"
     paths = save_figure(figs["pair_limited"], tmp_path / "figs" / "x")
     assert [p.name for p in paths] == ["x.png", "x.svg"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"<svg" in paths[1].read_bytes()[:400]
