@@ -171,6 +171,12 @@ def test_study_writes_results_table_and_figures(tiny_run):
     assert all(p.stat().st_size > 1000 for p in outcome.figures)
     log = (root / "out" / "runs" / "source" / "ab" / "train.log").read_text()
     assert "epoch    2" in log
+    # the study folder alone is enough to rebuild the report (plan.json names every run)
+    from ampxfer_lib.report import load_results, results_table
+
+    again = results_table(load_results(root / "out"))
+    assert [(r["pair"], r["init"], r["best_val_loss"]) for r in again] == \
+        [(r["pair"], r["init"], float(r["best_val_loss"])) for r in rows]
 
 
 def test_complete_runs_are_skipped_not_retrained(tiny_run):
