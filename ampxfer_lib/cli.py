@@ -215,6 +215,10 @@ def run_evaluate(args) -> int:
 #: Each command: (add_parser function). Other modules' commands are registered here too.
 COMMANDS: List[Callable] = [add_prepare, add_train, add_render, add_evaluate]
 
+from .export_cli import add_export, add_import  # noqa: E402  (the module does not import cli at load time)
+
+COMMANDS += [add_export, add_import]
+
 
 def add_study(sub) -> None:
     from .study import add_study as add

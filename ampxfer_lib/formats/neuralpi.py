@@ -134,3 +134,37 @@ def load(path: PathLike) -> ModelWeights:
 
 def save(weights: ModelWeights, path: PathLike) -> None:
     atomic_write_text(path, dumps(weights))
+
+
+#: Hidden sizes compiled into the plugins (their RTNeural LSTM templates, 1-3 inputs each):
+#: NeuralPi has hidden 20 (later versions also 40), Proteus hidden 40. Both add the input
+#: signal to the network output, i.e. they play skip models only.
+NEURALPI_HIDDEN_SIZES = (20,)
+PROTEUS_HIDDEN_SIZES = (40,)
+PLUGIN_MAX_INPUTS = 3
+
+
+def compatibility(weights: ModelWeights) -> list:
+    """Lines saying which plugins load ``weights`` saved in this format."""
+    cfg = weights.config
+    lines = []
+    fits_inputs = cfg.input_size <= PLUGIN_MAX_INPUTS
+    for plugin, sizes in (("NeuralPi", NEURALPI_HIDDEN_SIZES), ("Proteus", PROTEUS_HIDDEN_SIZES)):
+        if cfg.skip and fits_inputs and cfg.hidden_size in sizes:
+            knobs = f", {cfg.num_knobs} knob(s) on the plugin's controls" if cfg.num_knobs else ""
+            lines.append(f"{plugin} loads it (LSTM {cfg.hidden_size}, skip on{knobs}).")
+        else:
+            why = []
+            if cfg.hidden_size not in sizes:
+                why.append(f"needs hidden size {' or '.join(map(str, sizes))}, this is {cfg.hidden_size}")
+            if not cfg.skip:
+                why.append("always adds the input to the output, so it needs skip on (this model has --no-skip)")
+            if not fits_inputs:
+                why.append(f"takes 1-{PLUGIN_MAX_INPUTS} inputs, this has {cfg.input_size}")
+            lines.append(f"{plugin} will NOT play it correctly: {'; '.join(why)}.")
+    lines.append("ampxfer itself (train --init-from, render, evaluate) reads it, as does the AGAM/Automated-"
+                 "GuitarAmpModelling tooling; other plugins: export --format rtneural (AIDA-X) or nam.")
+    if cfg.sample_rate != DEFAULT_RATE:
+        lines.append(f"Trained at {cfg.sample_rate} Hz: NeuralPi/Proteus assume 44100 Hz models; run the host at "
+                     f"{cfg.sample_rate} Hz.")
+    return lines
