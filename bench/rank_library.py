@@ -82,6 +82,10 @@ def main(argv=None) -> int:
     p.add_argument("--gt-epochs", type=int, default=2)
     p.add_argument("--probe-top", type=int, default=5)
     p.add_argument("--only", nargs="*", default=None, help="target names to run (default: all)")
+    p.add_argument("--long-epochs", type=int, default=0,
+                   help="also train the probe's choice, the zero-shot choice and the GT-median model with the "
+                        "real trainer (agam, 30 s limited data) for this many epochs on --long-targets")
+    p.add_argument("--long-targets", nargs="*", default=["TS9 knob 1.0", "HT40 OD knob 0.25"])
     args = p.parse_args(argv)
 
     import torch
@@ -152,8 +156,38 @@ def main(argv=None) -> int:
                              "esr": ranked[0]["esr"], "second": Path(ranked[1]["model"]).stem,
                              "second_score": ranked[1]["score"]}
         save()
+    if args.long_epochs:
+        long_check(results, args, real, lib, out, save)
     print(report(results, args))
     return 0
+
+
+def long_check(results, args, real, lib, out, save) -> None:
+    """Do the short-budget choices hold over a longer fine-tune with the real trainer?"""
+    from ampxfer_lib.train import LogLines, make_config, train
+
+    for name, model, knobs, kind, same, sanity in targets(real):
+        if name not in args.long_targets or sanity:
+            continue
+        key = f"{name}|long{args.long_epochs}"
+        if key in results:
+            continue
+        e = results[f"{name}|v2|top{args.probe_top}"]
+        gt = results[f"{name}|gt{args.gt_seconds:g}x{args.gt_epochs}"]["esr"]
+        by_gt = sorted(gt, key=gt.get)
+        picks = {"probe choice": e["probe"]["esr_level_matched"][0][0],
+                 "zero-shot choice": min(e["scores"], key=lambda m: e["scores"][m]["esr_level_matched"]),
+                 "GT-median model": by_gt[len(by_gt) // 2]}
+        data = device_data(real, model, knobs, val_seconds=15.0, test_seconds=5.0, seconds=DI_SECONDS)
+        rows = {}
+        for label, m in picks.items():
+            cfg = make_config(data, "agam", subset="limited", max_epochs=args.long_epochs,
+                              init_from=str(lib / f"{m}.json"))
+            s = train(cfg, out / "long" / name.replace(" ", "_") / m, [LogLines(write=lambda line: None)])
+            rows[label] = {"model": m, "best_val": s["best_val_loss"], "test_esr": s["test_esr"]}
+            print(f"{name} long {label} {m}: best val {s['best_val_loss']:.4f}", flush=True)
+        results[key] = rows
+        save()
 
 
 def report(results: dict, args) -> str:
@@ -216,6 +250,14 @@ def report(results: dict, args) -> str:
     if times:
         lines.append("Mean ranking time per target (s, one core shared with other jobs): " + ", ".join(
             f"{k} {statistics.fmean(t[k] for t in times):.1f}" for k in times[0]))
+    long = {k: v for k, v in results.items() if f"|long{args.long_epochs}" in k} if args.long_epochs else {}
+    if long:
+        lines += ["", f"Longer check: the real trainer (agam, 30 s limited data, {args.long_epochs} epochs) from each "
+                      "choice; best validation loss (test ESR):", "",
+                  "| target | probe choice | zero-shot choice | GT-median model |", "|---|---|---|---|"]
+        for k, rows in long.items():
+            lines.append(f"| {k.split('|')[0]} | " + " | ".join(
+                f"{r['model']}: {r['best_val']:.4f} ({r['test_esr']:.4f})" for r in rows.values()) + " |")
     c = results.get("conditioned sanity")
     if c:
         lines.append(f"Conditioned sanity (library + NeuralPi HT40_Overdrive, target HT40 at 0.25): first "
