@@ -29,6 +29,10 @@ class CheckConfig:
     dc_offset: float = 0.01
     # Aligned, gain-matched target vs input: an ESR below this means the device did nothing.
     bypass_esr: float = 0.01
+    # Inverted polarity is reported only when the low-passed input and target correlate at
+    # least this strongly with a negative sign: heavy distortion leaves little linear
+    # correlation, and its sign then says nothing (measured on real high-gain captures).
+    polarity_correlation: float = 0.3
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -156,18 +156,16 @@ def prepare_pair(input_path: PathLike, target_path: PathLike, config: PrepareCon
             raise AudioError(f"--align {latency}: more than the {window:g} s latency window")
     x, y = compensate(x, y, latency)
 
-    gain = 1.0
-    if est.polarity < 0 and est.in_window:
-        if config.flip_polarity:
-            gain = -1.0
-        else:
-            findings.append(Finding(
-                "inverted_polarity", y_clip.path,
-                "the target's polarity is inverted relative to the input; --flip-polarity fixes it",
-                {"confidence": est.confidence},
-            ))
-    elif config.flip_polarity:
-        gain = -1.0
+    rho = lowpass_correlation(x, y, config.rate)
+    gain = -1.0 if config.flip_polarity else 1.0
+    if (not config.flip_polarity and est.in_window and est.polarity < 0
+            and rho <= -checks.polarity_correlation):
+        findings.append(Finding(
+            "inverted_polarity", y_clip.path,
+            f"the target's polarity is inverted relative to the input (correlation {rho:+.2f}); "
+            "--flip-polarity fixes it",
+            {"correlation": rho, "confidence": est.confidence},
+        ))
     if gain != 1.0:
         y = y * gain
 
@@ -190,9 +188,24 @@ def prepare_pair(input_path: PathLike, target_path: PathLike, config: PrepareCon
         "latency": {"samples": int(latency), "mode": config.align, "detected": est.to_dict(),
                     "rate": config.rate},
         "gains": {"input": 1.0, "target": gain},
+        "lowpass_correlation": rho,
         "seconds_aligned": round(len(x) / config.rate, 6),
     }
     return PreparedPair(x, y, info, findings)
+
+
+def lowpass_correlation(x: np.ndarray, y: np.ndarray, rate: int, cutoff: float = 1000.0) -> float:
+    """Normalised correlation of aligned input and target below ``cutoff``: -1..1.
+
+    Below 1 kHz a pedal or amp mostly keeps the fundamental of what is played, so the
+    sign of this correlation is the device's polarity whenever its size is clear.
+    """
+    import scipy.signal as ss
+
+    sos = ss.butter(2, cutoff / (rate / 2), output="sos")
+    xl, yl = ss.sosfilt(sos, x), ss.sosfilt(sos, y)
+    den = float(np.sqrt(np.dot(xl, xl) * np.dot(yl, yl)))
+    return float(np.dot(xl, yl) / den) if den > 0 else 0.0
 
 
 def _join(pieces: Sequence[np.ndarray], gap: int) -> np.ndarray:

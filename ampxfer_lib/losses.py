@@ -70,18 +70,17 @@ def make_loss(config: LossConfig) -> Callable[[torch.Tensor, torch.Tensor], torc
     w_esr, w_dc = float(config.esr_weight), float(config.dc_weight)
 
     def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        # Both terms share the target energy; computing it once keeps the loss a single
-        # pass over the window (it is evaluated after every 1000 samples of every batch).
+        # One error signal and one energy serve both terms (mean_t(y) - mean_t(p) is
+        # mean_t(y - p)): the loss runs after every update window of every batch.
         energy = torch.mean(torch.square(target)) + EPS
+        err = target - pred
         if coeff is None:
-            e = torch.mean(torch.square(target - pred)) / energy
+            total = w_esr * torch.mean(torch.square(err))
         else:
-            e = esr(pre_emphasis(pred, coeff), pre_emphasis(target, coeff))
-        total = w_esr * e
+            total = (w_esr * energy) * esr(pre_emphasis(pred, coeff), pre_emphasis(target, coeff))
         if w_dc:
-            d = torch.mean(target, dim=1) - torch.mean(pred, dim=1)
-            total = total + w_dc * torch.mean(torch.square(d)) / energy
-        return total
+            total = total + w_dc * torch.mean(torch.square(torch.mean(err, dim=1)))
+        return total / energy
 
     return loss
 

@@ -184,3 +184,15 @@ def test_missing_data_folder_is_explained(tmp_path):
         load_dataset(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="not a prepared data folder"):
         load_dataset(tmp_path)
+
+
+def test_lowpass_correlation_closed_form():
+    from ampxfer_lib.data import lowpass_correlation
+
+    t = np.arange(RATE) / RATE
+    x = np.sin(2 * np.pi * 110 * t)
+    assert lowpass_correlation(x, -0.5 * x, RATE) == pytest.approx(-1.0, abs=1e-12)
+    assert lowpass_correlation(x, 3.0 * x, RATE) == pytest.approx(1.0, abs=1e-12)
+    # a tone two octaves up is orthogonal to the fundamental over whole periods
+    assert abs(lowpass_correlation(x, np.sin(2 * np.pi * 440 * t), RATE)) < 0.01
+    assert lowpass_correlation(x, np.zeros_like(x), RATE) == 0.0
