@@ -254,6 +254,29 @@ def load_study(path: PathLike, data_root: Optional[PathLike] = None) -> StudyCon
     return config.resolve(data_root if data_root is not None else path.parent)
 
 
+def prepare_sample_pairs(data_root: PathLike, config=None, progress: bool = True,
+                         log: Callable[[str], None] = print) -> Dict[str, Path]:
+    """Prepare the four sample devices into ``data_root/<device>`` (what the shipped studies name).
+
+    Renders the sample recordings on first use (:func:`ampxfer_lib.sample_data.ensure_sample_data`)
+    and runs the ordinary ``prepare`` on each (latency detected, 44.1 kHz, 40 s validation,
+    20 s test, 30 s limited subset by default). Folders already prepared from the same
+    recordings and settings are left as they are. Returns {device: data folder}.
+    """
+    from .data import CaptureSpec, PrepareConfig, prepare
+    from .sample_data import ensure_sample_data
+
+    sample = ensure_sample_data(progress=progress)
+    config = config or PrepareConfig()
+    out = {}
+    for name, target in sample.targets.items():
+        folder = Path(data_root) / name
+        prepare([CaptureSpec((str(sample.di),), (str(target),))], folder, config)
+        log(f"prepared {folder}")
+        out[name] = folder
+    return out
+
+
 def shipped_studies() -> Dict[str, Path]:
     """The study configs installed with the package, by name (``sample_pairs``, ...)."""
     folder = Path(__file__).resolve().parent / "studies"
@@ -678,6 +701,8 @@ def add_study(sub) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the config's seeds")
     p.add_argument("--max-epochs", type=int, default=None, help="override the config's epoch budget")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: the config's, 1)")
+    p.add_argument("--prepare-sample-data", action="store_true",
+                   help="first prepare the sample devices (ts9, mt2, bluesjr, ht40) into --data-root")
     p.add_argument("--dry-run", action="store_true", help="print the planned runs and their state, train nothing")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.add_argument("--progress", default="bar", choices=["bar", "none"])
@@ -693,10 +718,14 @@ def run_study_cli(args) -> int:
     path = Path(args.config)
     if not path.exists() and args.config in shipped_studies():
         path = shipped_studies()[args.config]
+    if args.prepare_sample_data:
+        if args.data_root is None:
+            raise ConfigError("--prepare-sample-data needs --data-root FOLDER to prepare the sample devices into")
+        prepare_sample_pairs(args.data_root, progress=args.progress == "bar")
     if args.data_root is None and path.resolve().parent == Path(__file__).resolve().parent / "studies":
         raise ConfigError(f"{path.name}: a shipped study names prepared sample data folders "
                           f"({', '.join(sorted({Path(p).name for p in _config_folders(path)}))}); "
-                          "pass --data-root FOLDER that holds them")
+                          "pass --data-root FOLDER that holds them (--prepare-sample-data prepares them there)")
     config = load_study(path, args.data_root)
     overrides = {k: v for k, v in (("seeds", tuple(args.seeds) if args.seeds else None),
                                    ("max_epochs", args.max_epochs), ("threads", args.threads)) if v is not None}

@@ -15,7 +15,8 @@ same limited training audio and validation audio as the target's scratch run):
 Cases: real DI through real captures (``real_pedal``: TS9_FullD -> BossMetalZoneMt2_highGain,
 ``real_amp``: BluesJR_FullD -> HT40_Overdrive at 0.25), and the sample data pairs
 (``sample_pedal``: ts9 -> mt2, ``sample_amp``: bluesjr -> ht40) when ``--sample-data`` holds
-prepared folders of those names. On real data the source model file is first trained for two
+prepared folders of those names (with ``--sample-study``, the source runs of that study are
+reused, otherwise sources are trained from scratch on their full data). On real data the source model file is first trained for two
 epochs on its own device's limited data, so that a source *run folder* with an optimiser state
 exists; every recipe then starts from that run's best model. Scratch runs on the same budget
 are the reference. Results: a Markdown table (best validation loss, loss after the first
@@ -55,10 +56,13 @@ def cases(args):
                            "target": lambda: device_data(real, npi / "HT40_Overdrive.json", [0.25])}
     if args.sample_data:
         root = Path(args.sample_data)
-        for name, (src, tgt) in {"sample_pedal": ("ts9", "mt2"), "sample_amp": ("bluesjr", "ht40")}.items():
+        pairs = {"sample_pedal": ("ts9", "mt2", "pedal"), "sample_amp": ("bluesjr", "ht40", "amp")}
+        for name, (src, tgt, pair) in pairs.items():
             if (root / src / "manifest.json").exists() and (root / tgt / "manifest.json").exists():
+                run = Path(args.sample_study) / "runs" / "source" / pair if args.sample_study else None
                 out[name] = {"source_model": None, "source_data": lambda s=src: root / s,
-                             "target": lambda t=tgt: root / t}
+                             "target": lambda t=tgt: root / t,
+                             "source_run": run if run is not None and (run / "summary.json").exists() else None}
     return out
 
 
@@ -71,6 +75,8 @@ def main(argv=None) -> int:
     p.add_argument("--cases", nargs="*", default=None)
     p.add_argument("--recipes", nargs="*", default=list(RECIPES))
     p.add_argument("--sample-data", default=None, help="folder with prepared ts9/mt2/bluesjr/ht40 data")
+    p.add_argument("--sample-study", default=None,
+                   help="a finished sample study (bench/transfer_sample.py): its source runs are the sources")
     args = p.parse_args(argv)
 
     import torch
@@ -92,14 +98,17 @@ def main(argv=None) -> int:
         spec = available[case]
         target = spec["target"]()
         src_dir = out / case / "source"
-        if spec["source_model"] is not None:
+        if spec.get("source_run") is not None:
+            src_dir = spec["source_run"]  # a finished source run of the sample study: reused as it is
+        elif spec["source_model"] is not None:
             # two epochs of the capture on its own device: a run folder with an optimiser state
             src_cfg = make_config(spec["source_data"](), "agam", subset="limited", max_epochs=2,
                                   init_from=str(spec["source_model"]))
         else:
             src_cfg = make_config(spec["source_data"](), "agam", subset="full",
                                   max_epochs=args.source_epochs or 3 * args.epochs)
-        train(src_cfg, src_dir, [quiet])
+        if spec.get("source_run") is None:
+            train(src_cfg, src_dir, [quiet])
         budget = dict(subset="limited", max_epochs=args.epochs)
         runs = {"scratch": make_config(target, "agam", **budget)}
         for name in args.recipes:
@@ -129,7 +138,9 @@ def main(argv=None) -> int:
 
 def report(results, args) -> str:
     lines = [f"command: python bench/finetune_recipes.py --epochs {args.epochs}"
-             + (f" --sample-data {args.sample_data}" if args.sample_data else ""), ""]
+             + (f" --sample-data {args.sample_data}" if args.sample_data else "")
+             + (f" --sample-study {args.sample_study}" if args.sample_study else "")
+             + (f" --cases {' '.join(args.cases)}" if args.cases else ""), ""]
     for case, rows in results.items():
         lines += [f"### {case} (limited data, {args.epochs} epochs)", "",
                   "| recipe | start loss | loss at epoch 2 | best val loss | best epoch | test ESR | train time (s) | "

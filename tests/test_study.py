@@ -268,6 +268,8 @@ def test_cli_study_smoke_and_errors(small_data, small_data_b, tmp_path, capsys):
     assert main(["study", "--config", "sample_pairs", "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: sample_pairs.json: a shipped study") and "--data-root" in err
+    assert main(["study", "--config", "sample_pairs", "--out", str(tmp_path / "o2"), "--prepare-sample-data"]) == 2
+    assert "--prepare-sample-data needs --data-root" in capsys.readouterr().err
     assert main(["study", "--config", str(path), "--out", str(tmp_path / "o3"), "--executor", "local",
                  "--address", "x"]) == 2
     assert "--address is for --executor ray" in capsys.readouterr().err
