@@ -559,7 +559,10 @@ class Trainer:
             if self.status != "running":
                 extendable = self.stop_reason == "max_epochs" and cfg.max_epochs > state["epoch"]
                 if not extendable:
-                    summary = ckpt.read_summary(self.out_dir) or self._summary(self.history[-1]["epoch"] if self.history else 0)
+                    summary = ckpt.read_summary(self.out_dir)
+                    if summary is None:  # killed between the final checkpoint and summary.json
+                        summary = self._summary(self.history[-1]["epoch"] if self.history else 0)
+                        ckpt.write_json(self.out_dir / ckpt.SUMMARY, summary)
                     self._write_outputs()
                     self.already_complete = True
                     for c in self.callbacks:

@@ -253,3 +253,12 @@ def test_agam_trajectory_matches_a_plain_nn_lstm_loop(small_data, tmp_path):
     for name, value in expected.items():
         # 66 Adam steps later, float32 rounding apart: far below one step (lr 5e-3)
         np.testing.assert_allclose(got[name], value, rtol=0, atol=1e-5, err_msg=name)
+
+
+def test_summary_is_rewritten_when_a_kill_lost_it(small_data, tmp_path):
+    cfg = make_config(small_data, hidden_size=4, max_epochs=1)
+    first = train(cfg, tmp_path / "run")
+    (tmp_path / "run" / "summary.json").unlink()
+    again = train(cfg, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == again
+    assert {k: v for k, v in again.items() if k != "train_seconds"} == {k: v for k, v in first.items() if k != "train_seconds"}
