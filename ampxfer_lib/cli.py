@@ -228,6 +228,21 @@ from .export_cli import add_export, add_import  # noqa: E402  (the module does n
 COMMANDS += [add_export, add_import]
 
 
+def add_study(sub) -> None:
+    from .study import add_study as add
+
+    add(sub)
+
+
+def add_rank(sub) -> None:
+    from .rank import add_rank as add
+
+    add(sub)
+
+
+COMMANDS += [add_study, add_rank]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ampxfer", description="Capture guitar pedals and amps as LSTM models.")
     parser.add_argument("--version", action="version", version=f"ampxfer {__version__}")

@@ -699,8 +699,8 @@ class Trainer:
                         f"{self._kept_model_words()}. Rerun with --overwrite and a lower --lr or --grad-clip 1")
                 if not extendable:
                     summary = ckpt.read_summary(self.out_dir)
-                    if summary is None:  # killed between the last checkpoint and summary.json
-                        summary = self._summary(int(state["epoch"]))
+                    if summary is None:  # killed between the final checkpoint and summary.json
+                        summary = self._summary(self.history[-1]["epoch"] if self.history else 0)
                         ckpt.write_json(self.out_dir / ckpt.SUMMARY, summary)
                     self._write_outputs()
                     self.already_complete = True

@@ -273,3 +273,12 @@ def test_train_log_keeps_every_session(small_data, tmp_path):
     assert (run / "train.log").read_bytes() == before
     train(make_config(small_data, hidden_size=4, max_epochs=1), tmp_path / "quiet", log=False)
     assert not (tmp_path / "quiet" / "train.log").exists()
+
+
+def test_summary_is_rewritten_when_a_kill_lost_it(small_data, tmp_path):
+    cfg = make_config(small_data, hidden_size=4, max_epochs=1)
+    first = train(cfg, tmp_path / "run")
+    (tmp_path / "run" / "summary.json").unlink()
+    again = train(cfg, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == again
+    assert {k: v for k, v in again.items() if k != "train_seconds"} == {k: v for k, v in first.items() if k != "train_seconds"}
