@@ -7,17 +7,16 @@ and LLVM gives up vectorising a loop that needs many run-time overlap checks.
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
+
+from ._f32math import JIT as _JIT
+from ._f32math import LN2_HI as _LN2_HI
+from ._f32math import LN2_LO as _LN2_LO
+from ._f32math import LOG2E as _LOG2E
+from ._f32math import float32_from_bits as _float_from_bits
 
 _F = np.float32
-# exp(x) = 2^k * exp(r), k = round(x / ln 2), r = x - k ln 2 with ln 2 split in two
-# so that k * LN2_HI is exact (Cody & Waite); for |r| <= ln(2)/2 the Taylor series to
-# degree 7 is within 4e-9 relative.
-_LOG2E = _F(1.4426950408889634)
-_LN2_HI = _F(0.693359375)
-_LN2_LO = _F(-2.12194440e-4)
+# exp(x) = 2^k * exp(r) (see _f32math); for |r| <= ln(2)/2 the Taylor series to degree 7
+# is within 4e-9 relative.
 _X_MIN = _F(-87.0)  # keeps 2^k a normal float
 _X_MAX = _F(88.0)
 _C2, _C3, _C4, _C5, _C6, _C7 = (_F(1 / 2), _F(1 / 6), _F(1 / 24), _F(1 / 120), _F(1 / 720), _F(1 / 5040))
@@ -25,20 +24,6 @@ _ONE = _F(1.0)
 _TWO = _F(2.0)
 _HALF = _F(0.5)
 
-
-@intrinsic
-def _float_from_bits(typingctx, bits):
-    """Reinterpret an int32 as float32 (a bitcast LLVM can vectorise)."""
-    sig = types.float32(types.int32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return sig, codegen
-
-# FMA contraction only (reassociation would undo the Cody-Waite split); the numpy
-# error model drops the division-by-zero checks that stop vectorisation.
-_JIT = dict(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 
 @numba.njit(inline="always", **_JIT)
 def _exp(x):

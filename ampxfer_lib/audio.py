@@ -87,15 +87,23 @@ def read_audio(path: PathLike, channel: Optional[int] = None, role: str = "audio
         raise AudioError(f"{path}: is a folder; give the {role} recording's file")
     if os.path.getsize(path) == 0:
         raise AudioError(f"{path}: the file is empty (0 bytes); export the {role} recording again")
+    errors = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
     try:
-        with sf.SoundFile(path, "r") as f:
-            rate, n_channels, subtype = int(f.samplerate), int(f.channels), str(f.subtype)
-            data = f.read(dtype="float64", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        detail = str(exc).split("\n")[0][:120]
+        f = sf.SoundFile(path, "r")
+    except errors as exc:
+        detail = str(exc).split("\n")[0]
+        detail = detail.split("': ", 1)[-1][:120]  # libsndfile repeats the path: "Error opening 'PATH': why"
         raise AudioError(
             f"{path}: not an audio file ampxfer can read ({detail}); export the {role} as WAV or FLAC"
         ) from None
+    with f:
+        rate, n_channels, subtype = int(f.samplerate), int(f.channels), str(f.subtype)
+        try:
+            data = f.read(dtype="float64", always_2d=True)
+        except errors as exc:  # a header that reads, then damaged data (a cut-off FLAC)
+            detail = str(exc).split("\n")[0].removeprefix("Error : ")[:120]
+            raise AudioError(f"{path}: the audio data is damaged ({detail}); copy or export the {role} "
+                             "again") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: contains no audio (zero length); export the {role} recording again")
     if n_channels == 1:
@@ -160,14 +168,20 @@ def clipping_runs(x: np.ndarray, level: float = 0.999, min_run: int = 3) -> List
     return list(zip(starts[keep].tolist(), lengths[keep].tolist()))
 
 
-def check_recording(clip: AudioClip, role: str, checks: CheckConfig) -> List[Finding]:
-    """Errors (raised) and warnings (returned) that concern one recording on its own."""
+def check_finite(clip: AudioClip, role: str) -> None:
+    """Refuse NaN or infinite samples (only float files can hold them): a damaged export."""
     x = clip.samples
     if not np.all(np.isfinite(x)):
         bad = int(np.count_nonzero(~np.isfinite(x)))
         first = int(np.flatnonzero(~np.isfinite(x))[0])
         raise AudioError(f"{clip.path}: {bad} NaN or infinite samples (first at {first / clip.sample_rate:.3f} s); "
                          f"the file is damaged: export the {role} again as 24-bit or float WAV")
+
+
+def check_recording(clip: AudioClip, role: str, checks: CheckConfig) -> List[Finding]:
+    """Errors (raised) and warnings (returned) that concern one recording on its own."""
+    x = clip.samples
+    check_finite(clip, role)
     level = rms_dbfs(x)
     if level < checks.silence_dbfs:
         hint = ("is the device switched on and the track armed?" if role == "target"

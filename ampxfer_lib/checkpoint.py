@@ -8,11 +8,24 @@ A run folder holds::
     model_best.json    the best model so far (AGAM/NeuralPi JSON), model_last.json the latest
     history.json       [{epoch, train_loss, val_loss or null, lr, elapsed_s}, ...]
     summary.json       {best_val_loss, best_epoch, epochs, train_seconds, test_esr, ...}
+    train.log          the command line's lines, appended per epoch (and the error that stopped it)
 
 Every file is replaced atomically. ``checkpoint.pt`` is the source of truth; the JSON files
 are derived from it and rewritten on resume, so a kill between two writes is harmless.
 Checkpoints hold tensors and plain Python values only (``torch.load(weights_only=True)``),
 never pickled modules.
+
+What a kill costs: a checkpoint is written after every epoch and, within an epoch, at the
+first batch boundary once ``checkpoint_seconds`` (60 s) have passed since the last one, so a
+kill (a Colab disconnect, SIGKILL, a power cut) loses at most the work since then: one epoch
+or a minute and one batch, whichever is shorter. The same command resumes, also from another
+working directory or after the run, data and starting model moved together (they are
+compared by content), and even when the starting model itself is gone. On a Google Drive
+mount add Drive's own upload delay: files written just before a disconnect may not have
+reached Drive yet (``drive.flush_and_unmount()`` forces it), and the older checkpoint Drive
+kept is then what resumes. ``tests/test_resume_kill.py`` and
+``bench/faults.py`` kill runs at every write and at random moments and check that the
+resumed run ends exactly like an uninterrupted one.
 """
 
 from __future__ import annotations

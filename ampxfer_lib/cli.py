@@ -120,7 +120,7 @@ def add_train(sub) -> None:
 
 
 def run_train(args) -> int:
-    from .train import LogLines, TqdmProgress, make_config, train
+    from .train import LogLines, TqdmProgress, WarningLines, make_config, train
 
     overrides = dict(
         subset=args.subset, init_from=args.init_from, hidden_size=args.hidden_size,
@@ -131,6 +131,9 @@ def run_train(args) -> int:
     overrides.update(_key_values(args.set, "--set"))
     config = make_config(args.data, args.preset, **overrides)
     callbacks = {"lines": [LogLines()], "bar": [TqdmProgress()], "none": []}[args.progress]
+    callbacks.insert(0, WarningLines(_eprint))
+    # train() also appends these lines to the run folder's train.log (it may be on a Google
+    # Drive that outlives the session), with the error that stopped a run.
     summary = train(config, args.out, callbacks, overwrite=args.overwrite)
     if args.progress == "none":
         print(json.dumps(summary))
@@ -164,7 +167,7 @@ def resolve_model_path(path: str) -> Path:
 
 
 def run_render(args) -> int:
-    from .audio import read_audio, resample, write_audio
+    from .audio import check_finite, read_audio, resample, write_audio
     from .formats import load_model
     from .render import render
 
@@ -177,7 +180,12 @@ def run_render(args) -> int:
         raise ConfigError(f"{out}: exists; choose another --out or pass --overwrite")
     if out.suffix.lower() not in (".wav", ".flac"):
         raise ConfigError(f"{out}: the output must end in .wav or .flac")
+    if len(args.knob) != weights.config.num_knobs:
+        n = weights.config.num_knobs
+        raise ConfigError(f"{model_path}: the model takes {n} knob value(s) but {len(args.knob)} were given; "
+                          + ("pass --knob V for each knob (0..1)" if n else "drop --knob"))
     clip = read_audio(args.input, args.channel, role="input")
+    check_finite(clip, "input")
     rate = weights.config.sample_rate
     x = resample(clip.samples, clip.sample_rate, rate)
     y = render(weights, x, args.knob)
@@ -218,6 +226,21 @@ COMMANDS: List[Callable] = [add_prepare, add_train, add_render, add_evaluate]
 from .export_cli import add_export, add_import  # noqa: E402  (the module does not import cli at load time)
 
 COMMANDS += [add_export, add_import]
+
+
+def add_study(sub) -> None:
+    from .study import add_study as add
+
+    add(sub)
+
+
+def add_rank(sub) -> None:
+    from .rank import add_rank as add
+
+    add(sub)
+
+
+COMMANDS += [add_study, add_rank]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,7 +36,7 @@ from .align import compensate, estimate_latency
 from .audio import (AudioClip, CheckConfig, Finding, check_recording, read_audio, resample,
                     write_audio)
 from .errors import AudioError, ConfigError
-from .fileio import PathLike, atomic_write_json, sha256_file
+from .fileio import PathLike, atomic_write_json, make_dirs, sha256_file
 
 MANIFEST = "manifest.json"
 DATA_FORMAT = "ampxfer-data"
@@ -378,7 +378,7 @@ def prepare(captures: Sequence[CaptureSpec], out_dir: PathLike, config: PrepareC
             except FileNotFoundError:
                 pass
 
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     for split in SPLITS:
         for entry in manifest["splits"][split]["files"]:
             x, y, bounds = cap_audio[entry["capture"]]
@@ -503,6 +503,9 @@ class Dataset:
                 raise ConfigError(f"{p}: missing or unreadable; prepare the data again") from None
             if rate != self.sample_rate or a.ndim != 1:
                 raise ConfigError(f"{p}: does not match {MANIFEST}; prepare the data again")
+            bad = int(np.count_nonzero(~np.isfinite(a)))
+            if bad:  # prepare refuses such audio: the file was changed afterwards
+                raise ConfigError(f"{p}: {bad} NaN or infinite samples; prepare the data again")
             arrays.append(a)
         x, y = arrays
         if len(x) != len(y):

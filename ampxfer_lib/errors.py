@@ -30,6 +30,11 @@ class RunFolderError(AmpxferError):
     """A run folder that holds something else, or a checkpoint that cannot be resumed."""
 
 
+class OutputError(AmpxferError):
+    """An output that cannot be written: a missing or read-only folder, a full disk, a Drive
+    mount that went away. What was written before is intact (every write is atomic)."""
+
+
 class DownloadError(AmpxferError):
     """A download that failed (offline, bad link); callers fall back to local data."""
 

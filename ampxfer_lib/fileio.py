@@ -1,48 +1,120 @@
-"""Small file helpers: atomic writes and hashes.
+"""Small file helpers: atomic writes, folders and hashes.
 
 Everything ampxfer writes goes through :func:`atomic_write_bytes` (temporary file in the
 same folder, fsync, rename), so a kill at any moment leaves either the old file or the new
-one, never half of one. Sources are only ever opened for reading.
+one, never half of one; what a kill can leave is a hidden ``.NAME.*.tmp`` next to it, which
+readers ignore and :func:`remove_stale_temporaries` clears. Sources are only ever opened
+for reading.
+
+Network file systems (a Google Drive mount in Colab) keep the rename atomic within a folder
+but may refuse ``chmod`` or a folder ``fsync`` and may fail a write now and then: those
+are skipped or retried, and a write that keeps failing raises :class:`OutputError` with the
+path, so the command line says what happened instead of showing an ``OSError``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterable, Union
+
+from .errors import OutputError
 
 PathLike = Union[str, os.PathLike]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+#: errno values worth a retry: a network or FUSE file system that hiccups (Drive in Colab).
+_TRANSIENT = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EINTR,
+              getattr(errno, "ENOTCONN", -1), getattr(errno, "ESTALE", -1)}
+#: Seconds to wait before each retry of a failed write.
+RETRY_DELAYS = (0.5, 2.0)
+#: Test hook: ``N`` or ``N:STAGE`` makes this process SIGKILL itself at its N-th atomic write,
+#: at STAGE ``partial`` (half the temporary file written), ``written`` (temporary file complete,
+#: the default) or ``renamed`` (new file in place). Used by the kill-and-resume tests.
+FAULT_ENV = "AMPXFER_FAULT_KILL_WRITE"
+_writes = 0
 
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+
+def _fault_point(stage: str) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    n, _, want = spec.partition(":")
+    if _writes == int(n) and stage == (want or "written"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write_once(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        # mkstemp creates 0600; give the file the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        try:
+            # mkstemp creates 0600; give the file the permissions a plain open() would.
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        except OSError:
+            pass  # some FUSE mounts (Google Drive) have no permissions to set
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if os.environ.get(FAULT_ENV):
+                f.write(data[: len(data) // 2])
+                f.flush()
+                _fault_point("partial")
+                f.write(data[len(data) // 2:])
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _fault_point("written")
         os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
         raise
+    _fault_point("renamed")
     _fsync_dir(path.parent)
 
 
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically (the folder is created if needed)."""
+    global _writes
+    path = Path(path)
+    _writes += 1
+    make_dirs(path.parent)
+    for attempt in range(len(RETRY_DELAYS) + 1):
+        try:
+            _write_once(path, data)
+            return
+        except OSError as exc:
+            if exc.errno in _TRANSIENT and attempt < len(RETRY_DELAYS):
+                time.sleep(RETRY_DELAYS[attempt])
+                continue
+            raise OutputError(f"{path}: cannot write ({exc.strerror or exc}); check that the folder is writable "
+                              "and the disk (or Google Drive) has space, then rerun the same command") from None
+
+
+def make_dirs(folder: PathLike) -> Path:
+    """``mkdir -p`` that explains a failure (a file in the way, no permission) in one line."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else (exc.strerror or str(exc))
+        raise OutputError(f"{folder}: cannot create the folder ({why}); choose another --out") from None
+    return folder
+
+
 def _fsync_dir(folder: Path) -> None:
-    # The rename is only durable once the folder entry is on disk; not possible on Windows.
+    # The rename is only durable once the folder entry is on disk; not possible on Windows,
+    # and refused by some FUSE mounts.
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -53,6 +125,22 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def remove_stale_temporaries(folder: PathLike, names: Iterable[str]) -> list:
+    """Delete ``.NAME.*.tmp`` files a killed write left in ``folder`` for the given names."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for name in names:
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            try:
+                tmp.unlink()
+                removed.append(tmp.name)
+            except OSError:
+                pass
+    return removed
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:

@@ -34,14 +34,13 @@ settings) in the same loops, which fills the pipeline and nearly doubles the thr
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
-# contract: allow fused multiply-add (more accurate, not less); no other fast-math licence.
-# error_model numpy: float division by zero must not raise (it cannot happen here, but the
-# check it would add blocks vectorisation).
-_JIT = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+from ._f32math import JIT as _JIT
+from ._f32math import LN2_HI as _LN2_HI
+from ._f32math import LN2_LO as _LN2_LO
+from ._f32math import LOG2E as _LOG2E
+from ._f32math import float32_from_bits as _float32_from_bits
 
 _F = np.float32
 _HALF = _F(0.5)
@@ -51,23 +50,8 @@ _TWO = _F(2.0)
 _TANH_CLAMP = _F(9.0)
 # sigmoid(-30) = 9e-14: clamping |z| there errs by less than that; exp(-30) stays normal.
 _GATE_CLAMP = _F(30.0)
-_LOG2E = _F(1.4426950408889634)
-# ln 2 split so that n * _LN2_HI is exact for |n| < 2**11 (Cody-Waite reduction).
-_LN2_HI = _F(0.693359375)
-_LN2_LO = _F(-2.12194440e-4)
 # 1/k! for the expm1 series on |r| <= ln2/2; the r**9 term is below 2e-9 relative.
 _E2, _E3, _E4, _E5, _E6, _E7, _E8 = (_F(1.0 / f) for f in (2, 6, 24, 120, 720, 5040, 40320))
-
-
-@intrinsic
-def _float32_from_bits(typingctx, bits):
-    """Reinterpret an int32 as the float32 with the same bits (for 2**n)."""
-    sig = types.float32(types.int32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return sig, codegen
 
 
 @njit(inline="always", **_JIT)

@@ -70,7 +70,7 @@ from . import checkpoint as ckpt
 from . import lstm_cpu
 from .data import Dataset, load_dataset, segment, stack_sequences
 from .errors import ConfigError, RunFolderError, TrainingDiverged
-from .fileio import PathLike
+from .fileio import PathLike, make_dirs, remove_stale_temporaries
 from .formats import neuralpi
 from .losses import LossConfig, esr_numpy, make_loss
 from .model import AmpLSTM, ModelConfig, ModelWeights, new_model
@@ -162,15 +162,15 @@ class TrainConfig:
     def identity(self) -> dict:
         """The settings that define the run; a resumed run must match them.
 
-        The data folder is compared by content (the manifest's fingerprint, checked by the
-        trainer), not by how its path was spelled, so a run may be resumed from another
-        working directory or after the folders were moved together.
+        The data folder and the starting model are compared by content (the manifest's and
+        the model's fingerprints, checked by the trainer), not by how their paths were
+        spelled, so a run may be resumed from another working directory or after the folders
+        were moved together.
         """
         d = self.to_dict()
         for k in self.RESUMABLE + ("data",):
             d.pop(k)
-        if d["init_from"]:
-            d["init_from"] = os.path.realpath(d["init_from"])
+        d["init_from"] = bool(d["init_from"])
         return d
 
 
@@ -223,6 +223,9 @@ class Callback:
 
     def on_end(self, run: "Trainer", summary: dict) -> None: ...
 
+    def on_error(self, run: "Trainer", message: str) -> None:
+        """The run stopped early (diverged, interrupted); ``message`` is one line."""
+
 
 class LogLines(Callback):
     """One plain line per epoch (the command line's progress)."""
@@ -248,6 +251,49 @@ class LogLines(Callback):
         self.write(f"{what} ({summary['stop_reason']}): best val {_fmt(summary['best_val_loss'])} at epoch "
                    f"{summary['best_epoch']} of {summary['epochs']}, test ESR {_fmt(summary['test_esr'])}, "
                    f"{summary['train_seconds']:.1f} s; model: {Path(run.out_dir) / ckpt.MODEL_BEST}")
+
+
+class WarningLines(Callback):
+    """The run's warnings, one ``warning: FILE: MESSAGE`` line each, when it starts."""
+
+    def __init__(self, write=print):
+        self.write = write
+
+    def on_start(self, run):
+        for w in run.warnings:
+            self.write(f"warning: {w['file']}: {w['message']}")
+
+
+class LogFile(LogLines):
+    """The same lines, appended to the run folder's ``train.log`` (one line per epoch), so a
+    run on a Google Drive folder keeps its record across disconnects. Nothing is written
+    before the trainer has accepted the folder, so a refused command leaves no log behind."""
+
+    def __init__(self, path: PathLike):
+        super().__init__(self.append)
+        self.path = Path(path)
+        self.started = False
+
+    def append(self, line: str) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line.rstrip("\n") + "\n")
+
+    def on_start(self, run):
+        self.started = True
+        self.append(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} ampxfer {__version__}")
+        WarningLines(self.append).on_start(run)
+        super().on_start(run)
+
+    def on_end(self, run, summary):
+        if not self.started:  # a finished run asked again
+            self.started = True
+            self.append(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} ampxfer {__version__}")
+        super().on_end(run, summary)
+
+    def on_error(self, run, message: str) -> None:
+        """Record why the run stopped (divergence, interruption), once the run had started."""
+        if self.started:
+            self.append(message)
 
 
 def _fmt(x: Optional[float]) -> str:
@@ -316,6 +362,9 @@ class Trainer:
         self.start_epoch = 1
         self.start_batch = 0
         self.already_complete = False
+        #: Warnings about this run ({"code", "file", "message"}): the prepared data's own, and
+        #: the trainer's; recorded in config.json and train.log, never fatal.
+        self.warnings: List[dict] = []
 
     # ----------------------------------------------------------- setup
     def _setup(self) -> None:
@@ -338,12 +387,30 @@ class Trainer:
                 torch.set_num_threads(cfg.threads)
 
         self.init = None
+        self.init_fingerprint = None
         if cfg.init_from:
-            self.init = resolve_init(cfg.init_from, cfg.keep_optimizer)
+            self._check_init_is_not_out(cfg.init_from)
+            try:
+                self.init = resolve_init(cfg.init_from, cfg.keep_optimizer)
+                self.init_fingerprint = _weights_fingerprint(self.init.weights)
+            except ConfigError:
+                # Resuming needs only the checkpoint: a starting model that was on the lost
+                # disk of a Colab session (or moved) must not block the run's resume.
+                self.init = self._init_from_own_checkpoint()
+                if self.init is None:
+                    raise
         init_cfg = self.init.weights.config if self.init else None
         hidden = cfg.hidden_size or (init_cfg.hidden_size if init_cfg else 20)
         skip = cfg.skip if cfg.skip is not None else (init_cfg.skip if init_cfg else True)
         self.model_config = ModelConfig(self.data.input_size, hidden, skip, self.data.sample_rate)
+        self.warnings = list(self.data.manifest.get("warnings", []))
+        if init_cfg is not None and init_cfg.sample_rate != self.data.sample_rate and self.init_fingerprint:
+            self.warnings.append({
+                "code": "init_rate", "file": str(cfg.init_from),
+                "message": f"the starting model runs at {init_cfg.sample_rate} Hz but the data are at "
+                           f"{self.data.sample_rate} Hz; it is trained on at {self.data.sample_rate} Hz (a starting "
+                           f"point only: prepare the data with --rate {init_cfg.sample_rate} to keep its rate)",
+                "details": {"init_rate": init_cfg.sample_rate, "data_rate": self.data.sample_rate}})
 
         rate = self.data.sample_rate
         seg_len = int(round(cfg.segment_seconds * rate))
@@ -351,6 +418,10 @@ class Trainer:
             raise ConfigError(f"segments of {seg_len} samples leave nothing after {cfg.warmup_samples} warm-up samples")
         self.segment_len = seg_len
         train_sections = self.data.split("train", cfg.subset)
+        longest = max(s.samples for s in train_sections)
+        if longest < seg_len:
+            raise ConfigError(f"{self.data.path}: the training audio ({longest / rate:.1f} s) is shorter than one "
+                              f"{cfg.segment_seconds:g} s segment; prepare more audio or lower segment_seconds")
         x, y = segment(train_sections, seg_len)
         # Time-major, batch-innermost (see AmpLSTM.forward_tm): x (L, C, N), y (L, N), so a
         # batch is one index_select and every update window a contiguous slice.
@@ -392,7 +463,34 @@ class Trainer:
     # ----------------------------------------------------------- run folder
     def _config_record(self) -> dict:
         return {"train": self.config.to_dict(), "model": self.model_config.to_dict(),
-                "data_fingerprint": self.data_fingerprint, "library_version": __version__}
+                "data_fingerprint": self.data_fingerprint, "init_fingerprint": self.init_fingerprint,
+                "warnings": self.warnings, "library_version": __version__}
+
+    def _check_init_is_not_out(self, init_from: str) -> None:
+        src = os.path.realpath(init_from)
+        out = os.path.realpath(self.out_dir)
+        if src == out or os.path.dirname(src) == out:
+            raise ConfigError(f"{self.out_dir}: is the --init-from run; train into another --out (a new run folder) "
+                              "so the starting model is kept")
+
+    def _init_from_own_checkpoint(self):
+        """The run's own checkpoint as the starting point, when ``init_from`` is gone but the
+        run folder holds this very run (same settings): its weights replace the start anyway."""
+        from .transfer import InitSource
+
+        out = self.out_dir
+        try:
+            old = ckpt.read_json(out / ckpt.CONFIG) if out.is_dir() else None
+            if not old or TrainConfig.from_dict(old.get("train", {})).identity() != self.config.identity():
+                return None
+            if not (out / ckpt.CHECKPOINT).exists():
+                return None
+            state = ckpt.load_checkpoint(out)
+        except (ConfigError, RunFolderError, TypeError):
+            return None
+        m = AmpLSTM(ModelConfig.from_dict(state["model_config"]))
+        m.load_state_dict(state["best_model"])
+        return InitSource(self.config.init_from, m.weights(), None, None)
 
     def _claim_folder(self) -> Optional[dict]:
         """Decide between a fresh start and a resume; returns the checkpoint to resume from."""
@@ -418,6 +516,7 @@ class Trainer:
         if self.overwrite:
             self._remove_run_files()
             return None
+        remove_stale_temporaries(out, ckpt.RUN_FILES)  # what a kill during a write left behind
         if not (out / ckpt.CHECKPOINT).exists():
             return None
         return ckpt.load_checkpoint(out, map_location=str(self.device))
@@ -428,14 +527,27 @@ class Trainer:
         except (ConfigError, TypeError):
             return "settings from another version of ampxfer"
         mine = self.config.identity()
-        diffs = [f"{k} {theirs.get(k)!r} -> {v!r}" for k, v in mine.items() if theirs.get(k) != v]
+        diffs = []
+        for k, v in mine.items():
+            if theirs.get(k) != v:
+                # init_from is compared as set or not (its content below); show the paths
+                a, b = (old["train"].get("init_from"), self.config.init_from) if k == "init_from" else (theirs.get(k), v)
+                diffs.append(f"{k} {a!r} -> {b!r}")
         if old.get("data_fingerprint") != self.data_fingerprint:
             diffs.append("the prepared data changed")
+        theirs_init = old.get("init_fingerprint")
+        if theirs_init and self.init_fingerprint and theirs_init != self.init_fingerprint:
+            diffs.append("the --init-from model changed")
+        elif self.config.init_from and not theirs_init and old.get("train", {}).get("init_from"):
+            # runs from before init fingerprints: compare where the model was
+            if os.path.realpath(old["train"]["init_from"]) != os.path.realpath(self.config.init_from):
+                diffs.append(f"init_from {old['train']['init_from']!r} -> {self.config.init_from!r}")
         if old.get("model") and old["model"] != self.model_config.to_dict():
             diffs.append("model shape")
         return ", ".join(diffs[:4])
 
     def _remove_run_files(self) -> None:
+        remove_stale_temporaries(self.out_dir, ckpt.RUN_FILES)
         for name in ckpt.RUN_FILES:
             try:
                 (self.out_dir / name).unlink()
@@ -484,9 +596,19 @@ class Trainer:
         ckpt.save_checkpoint(self.out_dir, state)
         self._last_save = time.monotonic()
 
+    def _kept_model_words(self) -> str:
+        if self.best_epoch > 0:
+            return f"the best model so far (epoch {self.best_epoch}) is kept in {ckpt.MODEL_BEST}"
+        if self.init is not None:
+            return f"the best model so far (the starting model) is kept in {ckpt.MODEL_BEST}"
+        return "no epoch was validated before, so there is no model to keep"
+
     def _write_outputs(self) -> None:
         ckpt.write_json(self.out_dir / ckpt.HISTORY, self.history)
-        neuralpi.save(self.model_weights(self.model.state_dict()), self.out_dir / ckpt.MODEL_LAST)
+        last = self.model.state_dict()
+        # After a divergence the weights may be NaN: keep the previous model_last.json then.
+        if all(bool(torch.isfinite(v).all()) for v in last.values()):
+            neuralpi.save(self.model_weights(last), self.out_dir / ckpt.MODEL_LAST)
         if self.best_epoch > 0 or self.init is not None:
             neuralpi.save(self.model_weights(self.best_state), self.out_dir / ckpt.MODEL_BEST)
 
@@ -546,8 +668,20 @@ class Trainer:
         self._setup()
         try:
             return self._run()
+        except TrainingDiverged as exc:
+            self._tell_error(f"error: {exc}")
+            raise
+        except KeyboardInterrupt:
+            self._tell_error("interrupted: run it again to resume from the last checkpoint")
+            raise
         finally:
             self._restore_threads()
+
+    def _tell_error(self, message: str) -> None:
+        for c in self.callbacks:
+            hook = getattr(c, "on_error", None)
+            if hook is not None:
+                hook(self, message)
 
     def _run(self) -> dict:
         cfg = self.config
@@ -558,8 +692,16 @@ class Trainer:
             self._restore(state)
             if self.status != "running":
                 extendable = self.stop_reason == "max_epochs" and cfg.max_epochs > state["epoch"]
+                if self.stop_reason == "diverged":
+                    self._write_outputs()
+                    raise TrainingDiverged(
+                        f"{self.out_dir}: this run stopped earlier because its loss diverged; "
+                        f"{self._kept_model_words()}. Rerun with --overwrite and a lower --lr or --grad-clip 1")
                 if not extendable:
-                    summary = ckpt.read_summary(self.out_dir) or self._summary(self.history[-1]["epoch"] if self.history else 0)
+                    summary = ckpt.read_summary(self.out_dir)
+                    if summary is None:  # killed between the final checkpoint and summary.json
+                        summary = self._summary(self.history[-1]["epoch"] if self.history else 0)
+                        ckpt.write_json(self.out_dir / ckpt.SUMMARY, summary)
                     self._write_outputs()
                     self.already_complete = True
                     for c in self.callbacks:
@@ -567,7 +709,7 @@ class Trainer:
                     return summary
                 self.status, self.stop_reason = "running", None
         else:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.out_dir)
             ckpt.write_json(self.out_dir / ckpt.CONFIG, self._config_record())
             if cfg.initial_validation:
                 self.history.append({"epoch": 0, "train_loss": None, "val_loss": self.validate(),
@@ -592,21 +734,13 @@ class Trainer:
             train_loss = float(self._train_epoch(epoch, start_batch))
             start_batch = 0
             if not math.isfinite(train_loss):
-                self._finish_epoch_time()
-                self._stop(epoch - 1, "diverged")
-                raise TrainingDiverged(
-                    f"{self.out_dir}: the training loss became {train_loss} at epoch {epoch}; the best model so "
-                    f"far (epoch {self.best_epoch}) is kept in {ckpt.MODEL_BEST}. Try a lower --lr or --grad-clip 1")
+                self._diverged(epoch, "training", train_loss)
             val_loss = None
             # The last epoch is always validated so that every run ends with a best model.
             if epoch % cfg.val_every == 0 or epoch >= cfg.max_epochs:
                 val_loss = self.validate()
                 if not math.isfinite(val_loss):
-                    self._finish_epoch_time()
-                    self._stop(epoch - 1, "diverged")
-                    raise TrainingDiverged(
-                        f"{self.out_dir}: the validation loss became {val_loss} at epoch {epoch}; the best model "
-                        f"so far is kept in {ckpt.MODEL_BEST}. Try a lower --lr or --grad-clip 1")
+                    self._diverged(epoch, "validation", val_loss)
                 if self.scheduler is not None:
                     self.scheduler.step(val_loss)
                 if val_loss < self.best_val_loss:
@@ -641,6 +775,14 @@ class Trainer:
         for c in self.callbacks:
             c.on_end(self, summary)
         return summary
+
+    def _diverged(self, epoch: int, which: str, loss: float) -> None:
+        """Stop on a NaN/inf loss, keeping the best model so far, and say what to try."""
+        self._finish_epoch_time()
+        self._stop(epoch - 1, "diverged")
+        raise TrainingDiverged(
+            f"{self.out_dir}: the {which} loss became {loss} at epoch {epoch}; {self._kept_model_words()}. "
+            "Try a lower --lr or --grad-clip 1")
 
     def _finish_epoch_time(self) -> None:
         now = time.monotonic()
@@ -702,6 +844,13 @@ def _adam(params, **settings) -> torch.optim.Adam:
         return torch.optim.Adam(params, **settings)
 
 
+def _weights_fingerprint(weights: ModelWeights) -> str:
+    """sha256 of a model's weights as AGAM JSON: the same for the same network in any file."""
+    import hashlib
+
+    return hashlib.sha256(neuralpi.dumps(weights).encode("utf-8")).hexdigest()
+
+
 def _limit_blas_threads(threads: int):
     try:
         from threadpoolctl import threadpool_limits
@@ -718,8 +867,16 @@ def evaluate_model(model: AmpLSTM, data: Dataset, split: str = "test") -> float:
     return esr_numpy(out[..., 0], y[..., 0])
 
 
-def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] = (), overwrite: bool = False) -> dict:
-    """Train a run into ``out_dir`` (resuming it if it holds a checkpoint); returns its summary."""
+def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] = (), overwrite: bool = False,
+          log: bool = True) -> dict:
+    """Train a run into ``out_dir`` (resuming it if it holds a checkpoint); returns its summary.
+
+    ``log``: also append the run's lines to ``out_dir/train.log`` (unless a :class:`LogFile`
+    is among the callbacks already), so the folder keeps a record of every session.
+    """
+    callbacks = list(callbacks)
+    if log and not any(isinstance(c, LogFile) for c in callbacks):
+        callbacks.append(LogFile(Path(out_dir) / ckpt.LOG))
     return Trainer(config, out_dir, callbacks, overwrite).run()
 
 

@@ -253,3 +253,32 @@ def test_agam_trajectory_matches_a_plain_nn_lstm_loop(small_data, tmp_path):
     for name, value in expected.items():
         # 66 Adam steps later, float32 rounding apart: far below one step (lr 5e-3)
         np.testing.assert_allclose(got[name], value, rtol=0, atol=1e-5, err_msg=name)
+
+
+def test_train_log_keeps_every_session(small_data, tmp_path):
+    """train.log (written by train() unless log=False): one block per session, the reason a
+    session stopped, one line per epoch; a refused command adds nothing."""
+    cfg = make_config(small_data, hidden_size=4, max_epochs=2, batch_size=4, checkpoint_seconds=0)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run, callbacks=[StopAt(2, batch=1)])
+    train(cfg, run)
+    lines = (run / "train.log").read_text().splitlines()
+    starts = ["---", "training ", "epoch    0  val", "epoch    1  train", "interrupted: run it again to resume",
+              "---", "resuming ", "epoch    0  val", "epoch    2  train", "done (max_epochs)"]
+    assert len(lines) == len(starts) and all(l.startswith(s) for l, s in zip(lines, starts)), lines
+    before = (run / "train.log").read_bytes()
+    with pytest.raises(RunFolderError):
+        train(make_config(small_data, hidden_size=5, max_epochs=2), run)
+    assert (run / "train.log").read_bytes() == before
+    train(make_config(small_data, hidden_size=4, max_epochs=1), tmp_path / "quiet", log=False)
+    assert not (tmp_path / "quiet" / "train.log").exists()
+
+
+def test_summary_is_rewritten_when_a_kill_lost_it(small_data, tmp_path):
+    cfg = make_config(small_data, hidden_size=4, max_epochs=1)
+    first = train(cfg, tmp_path / "run")
+    (tmp_path / "run" / "summary.json").unlink()
+    again = train(cfg, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == again
+    assert {k: v for k, v in again.items() if k != "train_seconds"} == {k: v for k, v in first.items() if k != "train_seconds"}
