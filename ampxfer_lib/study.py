@@ -468,7 +468,9 @@ class InProcessExecutor(Executor):
         self.progress = progress
 
     def run(self, specs, on_done=None):
-        _check_dependencies(specs)
+        # Dependencies outside ``specs`` are runs finished earlier (the study skips those).
+        ids = {s.run_id for s in specs}
+        _check_dependencies(specs, done=[a for s in specs for a in s.after if a not in ids])
         results = {}
         for spec in specs:
             results[spec.run_id] = execute_run(spec, progress=self.progress)
@@ -622,8 +624,14 @@ class StudyOutcome:
 
 
 def run_study(config: StudyConfig, out_dir: PathLike, executor: Optional[Executor] = None, smoke: bool = False,
-              progress: bool = True, log: Callable[[str], None] = print, figures: bool = True) -> StudyOutcome:
-    """Plan, run what is not finished, and write results.csv, table1.md and figures/."""
+              progress: bool = True, log: Callable[[str], None] = print, figures: bool = True,
+              roles: Optional[Sequence[str]] = None) -> StudyOutcome:
+    """Plan, run what is not finished, and write results.csv, table1.md and figures/.
+
+    ``roles`` limits the training to runs of those roles (e.g. ``("source", "scratch")``
+    first, ``("transfer",)`` later, as the notebooks do); the runs they wait for must be
+    finished already. The report always covers every run on disk.
+    """
     from .report import load_results, write_report
 
     out = Path(out_dir).resolve()
@@ -645,9 +653,23 @@ def run_study(config: StudyConfig, out_dir: PathLike, executor: Optional[Executo
     if other:
         raise RunFolderError(f"{other[0].run_dir}: holds a run with other settings than this study's; use a new "
                              "--out folder (or delete that run folder)")
-    todo = [s for s in specs if states[s.run_id] != "done"]
+    if roles is not None:
+        unknown = sorted(set(roles) - set(ROLES))
+        if unknown or not roles:
+            raise ConfigError(f"roles must be some of {', '.join(ROLES)}, not {list(roles)}")
+        chosen = {s.run_id for s in specs if s.role in roles}
+        waiting = [(s, a) for s in specs if s.run_id in chosen for a in s.after
+                   if a not in chosen and states[a] != "done"]
+        if waiting:
+            raise ConfigError(f"{waiting[0][0].run_id} starts from {waiting[0][1]}, which is not trained yet; "
+                              f"train the {waiting[0][1].split('/')[0]} runs first")
+        specs_run = [s for s in specs if s.run_id in chosen]
+    else:
+        specs_run = specs
+    todo = [s for s in specs_run if states[s.run_id] != "done"]
     skipped = [s.run_id for s in specs if states[s.run_id] == "done"]
-    log(f"study {out}: {len(specs)} runs, {len(skipped)} already complete, {len(todo)} to train"
+    log(f"study {out}: {len(specs_run)} runs" + (f" ({', '.join(roles)})" if roles is not None else "")
+        + f", {len(specs_run) - len(todo)} already complete, {len(todo)} to train"
         + (" (smoke test)" if smoke else ""))
 
     executor = executor or InProcessExecutor(progress=progress)
