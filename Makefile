@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 NOTEBOOKS := $(VPY) -m ampxfer_lib.notebooks
 
-.PHONY: venv test demo smoke reproduce bench clean-demo
+.PHONY: venv test demo smoke reproduce bench bench-quick clean-demo
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -40,8 +40,16 @@ smoke: venv
 reproduce: venv
 	$(NOTEBOOKS) run --all --out out/reproduce --budget article
 
+# The speed benchmarks: ratios against reference implementations written inside each script,
+# measured side by side in one run (about 30 min on 2 CPU cores; results: bench/RESULTS_*.md).
+# `make bench-quick` is a few-minute look; the other studies in bench/ are run by hand.
 bench: venv
-	@echo "benchmarks: run the scripts in bench/ (e.g. $(VPY) bench/train_speed.py); results in bench/RESULTS_*.md"
+	$(VPY) bench/render_speed.py
+	$(VPY) bench/train_speed.py
+
+bench-quick: venv
+	$(VPY) bench/render_speed.py --quick
+	$(VPY) bench/train_speed.py --quick
 
 clean-demo:
 	rm -rf out/demo

@@ -263,6 +263,10 @@ def run_notebook(path: PathLike, out_path: PathLike, params: Optional[Dict[str, 
         _write(nb, out_path)
         raise NotebookError(f"{Path(path).name} failed at {_failure(nb, exc)}; the executed copy is {out_path}") from None
     finally:
+        # nbclient only stops kernels it started itself; ours would linger until we exit.
+        if km is not None and km.has_kernel:
+            km.shutdown_kernel(now=False)
+            km.cleanup_resources()
         if sockets:
             shutil.rmtree(sockets, ignore_errors=True)
     _write(nb, out_path)

@@ -49,11 +49,12 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-PATHS = [  # (label, method, threads)  threads None = every core this process may use
+PATHS = [  # (label, method, threads)  "all": every core this process may use; None: render()'s
+    # own choice in a process left at torch's default thread count (as `ampxfer render` runs)
     ("reference: nn.LSTM, 1 call", "reference", 1),
     ("numba, one pass", "numba", 1),
     ("chunked, 1 core", "chunked", 1),
-    ("chunked, all cores", "chunked", None),
+    ("chunked, all cores", "chunked", "all"),
     ("render() default", "auto", None),
 ]
 
@@ -82,13 +83,18 @@ def worker(args) -> int:
 
     import torch
 
-    torch.set_num_threads(1)
     from ampxfer_lib import render as R
     from ampxfer_lib.formats import load_model
 
+    if args.threads == "all":
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    else:
+        threads = int(args.threads) if args.threads else None
+    if threads is not None:  # the default path keeps torch's own thread count, as a user's process does
+        torch.set_num_threads(threads)
     x = np.load(args.audio)
     w = load_model(args.model)
-    method, threads = args.method, (int(args.threads) if args.threads else None)
+    method = args.method
 
     note = ""
 
@@ -170,7 +176,7 @@ def main(argv=None) -> int:
     print(f"audio: {desc}; {x.size} samples")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    print(f"cpu: {os.cpu_count()} logical cores, {R._n_threads(None)} usable; torch pinned to 1 thread")
+    print(f"cpu: {os.cpu_count()} logical cores, {R._n_threads(None)} usable; the reference and 1-core paths run with torch pinned to 1 thread")
     if not R.numba_available():
         print("note: numba is not importable; only the reference and 'auto' (= torch) run")
 

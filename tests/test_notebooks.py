@@ -1,6 +1,7 @@
 """The notebook suite: committed clean, runner mechanics, and the whole suite in smoke mode."""
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -72,6 +73,21 @@ def test_find_notebooks():
         nbrun.find_notebooks(["0"])
 
 
+def kernels_of_this_process():
+    """Live ipykernel processes started by this process (Linux /proc; [] elsewhere)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid, state = int(stat.rsplit(")", 1)[1].split()[1]), stat.rsplit(")", 1)[1].split()[0]
+        if ppid == os.getpid() and state != "Z" and b"ipykernel" in cmdline:
+            found.append(int(pid))
+    return found
+
+
 def test_run_notebook_injects_parameters_and_reports_failures(tmp_path):
     pytest.importorskip("nbclient")
     src = tmp_path / "tiny.ipynb"
@@ -81,6 +97,7 @@ def test_run_notebook_injects_parameters_and_reports_failures(tmp_path):
     nbrun.run_notebook(src, out, {"X": 7}, smoke=True, cwd=tmp_path, timeout=60)
     text = nbformat.read(str(out), 4).cells[4].outputs[0]["text"]
     assert text == f"x=7 y=a smoke=1 cwd={tmp_path}\n"
+    assert kernels_of_this_process() == []  # stopped, not left until the caller exits
     with pytest.raises(nbrun.NotebookError, match=r"tiny.ipynb failed at cell 4: AssertionError: X too large") as info:
         nbrun.run_notebook(src, out, {"X": 11}, cwd=tmp_path, timeout=60)
     assert str(out) in str(info.value)

@@ -9,7 +9,7 @@ import soundfile as sf
 
 from ampxfer_lib import suite
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.train import DEFAULT_PRESET, TrainConfig
+from ampxfer_lib.train import TrainConfig
 
 from conftest import file_hashes, write_pair
 
@@ -63,7 +63,7 @@ def test_budgets(tmp_path):
         suite.suite_study(tmp_path, "demo")
     suite.write_study_file(tmp_path, suite.sample_pairs())
     demo = suite.suite_study(tmp_path, "demo")
-    assert demo.preset == DEFAULT_PRESET
+    assert demo.preset == "agam"  # the article's recipe, capped
     assert demo.max_epochs == {"full": 60, "limited": 100} and demo.source_max_epochs == 60
     assert demo.pairs[0].target == str(tmp_path / "data" / "mt2")
     article = suite.suite_study(tmp_path, "article")
