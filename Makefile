@@ -41,7 +41,7 @@ reproduce: venv
 	$(NOTEBOOKS) run --all --out out/reproduce --budget article
 
 # The speed benchmarks: ratios against reference implementations written inside each script,
-# measured side by side in one run (about 30 min on 2 CPU cores; results: bench/RESULTS_*.md).
+# measured side by side in one run (about 15 min on 2 CPU cores; results: bench/RESULTS_*.md).
 # `make bench-quick` is a few-minute look; the other studies in bench/ are run by hand.
 bench: venv
 	$(VPY) bench/render_speed.py

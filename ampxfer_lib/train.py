@@ -24,22 +24,22 @@ and changes the recipe so that a given validation loss comes sooner:
 
 * a weight update after every 500 samples instead of 1000: twice the updates per second
   of audio for the same cost per sample (an update is cheap next to the LSTM itself);
-* Adam's learning rate starts at 1e-2 and is multiplied by 0.9 every epoch down to
-  1e-4 (reached at epoch 45): large steps while far from a minimum, small ones near it.
+* Adam's learning rate starts at 1e-2 and is multiplied by 0.85 every epoch down to
+  1e-4 (reached at epoch 30): large steps while far from a minimum, small ones near it
+  (0.9 a step was chosen first; on the sample data's TS9-style device it stayed too high
+  to settle and never reached the reference's epoch-10 loss, see bench/RESULTS_train.md).
   The rate is a function of the epoch alone (:func:`epoch_lr`), so resuming needs no
   scheduler state;
 * a validation after every epoch (about 5% of an epoch's time), so the best model and
   early stopping (25 validations without improvement) see every epoch.
 
-Measured side by side by ``bench/train_speed.py`` (bench/RESULTS_train.md) on real DI
-through a real TS9 capture, 148 s of training audio, one thread of a shared 2-core CPU:
-AGAM's own training loop reaches a validation loss of 0.0249 after 10 epochs in 90 s of
-CPU time; ``fast`` passes that loss at epoch 4, after 12 s (7.4x sooner), and ends
-epoch 10 at 0.0096; ``agam`` with this implementation trains 3.1x faster than AGAM's
-loop (53 against 17 seconds of audio per second) and ends epoch 10 at 0.0146. On two
-other captures ``fast`` also ended 10 epochs lower than ``agam`` (a Mesa Mk IIb crunch,
-0.032 against 0.034; a high-gain Boss MT-2, where both recipes first sit on a plateau
-near 0.73, 0.015 against 0.245; one run each).
+Measured side by side by ``bench/train_speed.py`` (bench/RESULTS_train.md), one thread,
+10 epochs against a reference written like AGAM's own training loop: on the sample data's
+TS9-style device (150 s of training audio) ``fast`` reaches the reference's epoch-10 loss
+at epoch 5, and on three other data sets (real DI through a real TS9 capture, the sample
+MT-2- and HT40-style devices) at epoch 4, 5 and 9, ending every time below it; ``agam``
+with this implementation trains about 3x faster than that loop (53 against 17-19 seconds
+of audio per second).
 
 Implementation, shared by every preset: on the CPU the LSTM runs the numba kernel of
 :mod:`ampxfer_lib.lstm_cpu` (forward plus a hand-written backward, 3.4x nn.LSTM's
@@ -178,12 +178,12 @@ class TrainConfig:
 PRESETS: Dict[str, Dict[str, Any]] = {
     "agam": {},
     # Twice the weight updates per second of audio, a higher peak learning rate that
-    # decays by 10% an epoch, and a validation every epoch; see the module docstring.
+    # decays by 15% an epoch, and a validation every epoch; see the module docstring.
     "fast": {
         "tbptt_samples": 500,
         "lr": 1e-2,
         "scheduler": "exponential",
-        "lr_decay": 0.9,
+        "lr_decay": 0.85,
         "min_lr": 1e-4,
         "val_every": 1,
     },

@@ -133,13 +133,15 @@ def find_data(arg) -> tuple:
     if arg:
         return Path(arg), f"data: {arg}"
     try:
-        from ampxfer_lib import sample_data
-    except ImportError:
-        sample_data = None
-    if sample_data is not None and hasattr(sample_data, "ensure_sample_data"):
-        path = Path(sample_data.ensure_sample_data())
-        if (path / "manifest.json").exists():
-            return path, f"data: the library's sample data ({path})"
+        from ampxfer_lib.suite import prepare_sample_devices
+    except ImportError:  # a checkout from before the sample data
+        prepare_sample_devices = None
+    if prepare_sample_devices is not None:
+        # The shipped sample DI through the TS9-style device (rendered on first use), prepared
+        # with the defaults: 150 s of training audio, 40 s of validation.
+        prepare_sample_devices(OUT / "train_sample", devices=["ts9"], log=lambda m: None)
+        path = OUT / "train_sample" / "data" / "ts9"
+        return path, f"data: the sample data's TS9-style device, prepared in {path}"
     path = standin_data(OUT / "train_standin_ts9")
     return path, (f"data: stand-in (no sample data in this checkout): the real DI clips through the real "
                   f"capture {STANDIN_MODEL}, in {path}")

@@ -182,15 +182,15 @@ def test_fast_preset_is_the_default_and_round_trips():
     cfg = make_config("d")
     assert cfg.preset == "fast" and cfg.to_dict() == make_config("d", "fast").to_dict()
     assert (cfg.segment_seconds, cfg.batch_size, cfg.warmup_samples, cfg.tbptt_samples) == (0.5, 50, 200, 500)
-    assert (cfg.lr, cfg.scheduler, cfg.lr_decay, cfg.min_lr, cfg.val_every) == (1e-2, "exponential", 0.9, 1e-4, 1)
+    assert (cfg.lr, cfg.scheduler, cfg.lr_decay, cfg.min_lr, cfg.val_every) == (1e-2, "exponential", 0.85, 1e-4, 1)
     assert (cfg.esr_weight, cfg.dc_weight, cfg.pre_emphasis, cfg.weight_decay) == (0.75, 0.25, None, 1e-4)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    # lr * 0.9 ** (epoch - 1), floored at min_lr (reached after 1 + log(0.01) / log(0.9) = 44.7 epochs)
+    # lr * 0.85 ** (epoch - 1), floored at min_lr (reached after 1 + log(0.01) / log(0.85) = 29.3 epochs)
     assert epoch_lr(cfg, 1) == 1e-2
-    assert epoch_lr(cfg, 2) == pytest.approx(9e-3, rel=1e-12)
-    assert epoch_lr(cfg, 11) == pytest.approx(1e-2 * 0.9 ** 10, rel=1e-12)
-    assert epoch_lr(cfg, 44) == pytest.approx(1e-2 * 0.9 ** 43, rel=1e-12) and epoch_lr(cfg, 44) > 1e-4
-    assert epoch_lr(cfg, 45) == 1e-4 and epoch_lr(cfg, 500) == 1e-4
+    assert epoch_lr(cfg, 2) == pytest.approx(8.5e-3, rel=1e-12)
+    assert epoch_lr(cfg, 11) == pytest.approx(1e-2 * 0.85 ** 10, rel=1e-12)
+    assert epoch_lr(cfg, 29) == pytest.approx(1e-2 * 0.85 ** 28, rel=1e-12) and epoch_lr(cfg, 29) > 1e-4
+    assert epoch_lr(cfg, 30) == 1e-4 and epoch_lr(cfg, 500) == 1e-4
     assert epoch_lr(make_config("d", "agam"), 7) == 5e-3  # lr_decay 1: constant
     with pytest.raises(ConfigError, match="lr-decay"):
         make_config("d", lr_decay=1.5)
