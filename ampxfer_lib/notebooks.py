@@ -265,8 +265,7 @@ def run_notebook(path: PathLike, out_path: PathLike, params: Optional[Dict[str, 
     finally:
         # nbclient only stops kernels it started itself; ours would linger until we exit.
         if km is not None and km.has_kernel:
-            km.shutdown_kernel(now=False)
-            km.cleanup_resources()
+            km.shutdown_kernel(now=False)  # also removes its connection file
         if sockets:
             shutil.rmtree(sockets, ignore_errors=True)
     _write(nb, out_path)

@@ -130,21 +130,18 @@ def memory_data(root: Path, base: Path, seconds: float = 240.0) -> Path:
 
 
 def find_data(arg) -> tuple:
+    if arg == "standin":  # the data of the first recorded run (RESULTS_train.md)
+        path = standin_data(OUT / "train_standin_ts9")
+        return path, f"data: stand-in: the real DI clips through the real capture {STANDIN_MODEL}, in {path}"
     if arg:
         return Path(arg), f"data: {arg}"
-    try:
-        from ampxfer_lib.suite import prepare_sample_devices
-    except ImportError:  # a checkout from before the sample data
-        prepare_sample_devices = None
-    if prepare_sample_devices is not None:
-        # The shipped sample DI through the TS9-style device (rendered on first use), prepared
-        # with the defaults: 150 s of training audio, 40 s of validation.
-        prepare_sample_devices(OUT / "train_sample", devices=["ts9"], log=lambda m: None)
-        path = OUT / "train_sample" / "data" / "ts9"
-        return path, f"data: the sample data's TS9-style device, prepared in {path}"
-    path = standin_data(OUT / "train_standin_ts9")
-    return path, (f"data: stand-in (no sample data in this checkout): the real DI clips through the real "
-                  f"capture {STANDIN_MODEL}, in {path}")
+    from ampxfer_lib.suite import prepare_sample_devices
+
+    # The shipped sample DI through the TS9-style device (rendered on first use), prepared
+    # with the defaults: 150 s of training audio, 40 s of validation.
+    prepare_sample_devices(OUT / "train_sample", devices=["ts9"], log=lambda m: None)
+    path = OUT / "train_sample" / "data" / "ts9"
+    return path, f"data: the sample data's TS9-style device, prepared in {path}"
 
 
 # --------------------------------------------------------------------------- reference
@@ -404,7 +401,8 @@ def report(runs: list, epochs: int, memory: dict, notes: list) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", help="a prepared data folder (default: sample data, else the stand-in)")
+    p.add_argument("--data", help="a prepared data folder, or 'standin' (real DI through a real TS9 capture; "
+                                  "needs ../shared/realdata); default: the sample data's TS9-style device")
     p.add_argument("--quick", action="store_true", help="a short smoke run: 2 epochs, no memory run")
     p.add_argument("--epochs", type=int, default=None, help="epoch budget N (default 10; --quick 2)")
     p.add_argument("--seed", type=int, default=0)
