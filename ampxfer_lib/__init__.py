@@ -7,4 +7,4 @@ losses/train/checkpoint/transfer train it, render plays it, study/report compare
 
 __version__ = "0.1.0"
 
-from .errors import AmpxferError  # noqa: E402,F401
+from ampxfer_lib.errors import AmpxferError  # noqa: E402,F401

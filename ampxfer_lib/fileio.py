@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Union
 
-from .errors import OutputError
+from ampxfer_lib.errors import OutputError
 
 PathLike = Union[str, os.PathLike]
 

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from ampxfer_lib.align import estimate_latency  # noqa: E402
+from ampxfer_lib.data.align import estimate_latency  # noqa: E402
 
 RATE = 44100
 SECONDS = 180

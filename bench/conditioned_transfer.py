@@ -23,7 +23,7 @@ Rerunning reuses finished renders, data and runs (pass --fresh to start over).
     python bench/conditioned_transfer.py                 # about 20 minutes on 1 thread
     python bench/conditioned_transfer.py --epochs 2 --seconds-per-clip 1 --devices TS9   # a quick look
 
-Sample data (virtual devices with gain knobs, ``ampxfer_lib.sample_data``) is benchmarked too
+Sample data (virtual devices with gain knobs, ``ampxfer_lib.sample_data.files``) is benchmarked too
 when that module provides ``render_conditioned_captures``; otherwise that part is skipped.
 """
 
@@ -41,9 +41,9 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from ampxfer_lib.conditioning import knob_table, prepare_knob_dataset, realdata_dir  # noqa: E402
-from ampxfer_lib.evaluate import evaluate  # noqa: E402
-from ampxfer_lib.train import make_config, train  # noqa: E402
+from ampxfer_lib.transfer.conditioning import knob_table, prepare_knob_dataset, realdata_dir  # noqa: E402
+from ampxfer_lib.training.evaluate import evaluate  # noqa: E402
+from ampxfer_lib.training.loop import make_config, train  # noqa: E402
 
 #: Another device's conditioned capture to transfer from (the snapshots: conditioning.REAL_DEVICES).
 CONDITIONED = {"TS9": "BluesJr", "BluesJr": "TS9", "HT40_Overdrive": "TS9"}
@@ -77,10 +77,10 @@ def table(rows, knobs, holdout) -> str:
 
 def sample_data_sets(out: Path, knobs, holdout, seconds_per_clip):
     """(name, data folder) per virtual device of the sample data, when it can render conditioned captures."""
-    from ampxfer_lib.conditioning import SAMPLE_PREFIX, _sample_renderer
+    from ampxfer_lib.transfer.conditioning import SAMPLE_PREFIX, _sample_renderer
 
     if _sample_renderer() is None:
-        print("sample data: ampxfer_lib.sample_data (render_conditioned_captures) is not available; skipping")
+        print("sample data: ampxfer_lib.sample_data.files (render_conditioned_captures) is not available; skipping")
         return []
     sets = []
     for device in ("ts9", "ht40"):

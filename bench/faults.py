@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ampxfer_lib import faults  # noqa: E402
+from tests.support import faults  # noqa: E402
 
 
 def _checkpoint_position(run: Path) -> str:

@@ -82,9 +82,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from ampxfer_lib.checkpoint import read_history
-    from ampxfer_lib.report import time_to_quality
-    from ampxfer_lib.train import LogLines, make_config, train
+    from ampxfer_lib.training.checkpoint import read_history
+    from ampxfer_lib.study.report import time_to_quality
+    from ampxfer_lib.training.loop import LogLines, make_config, train
 
     available = cases(args)
     chosen = args.cases or list(available)

@@ -10,7 +10,7 @@ snapshot), plus three library models as sanity checks (each must rank itself fir
 conditioned sanity check (the library plus the conditioned HT40 model: it must rank first, at
 the target's knob value).
 
-Signals, cheapest first: the three zero-shot scores of ``ampxfer_lib.rank`` (``esr``,
+Signals, cheapest first: the three zero-shot scores of ``ampxfer_lib.transfer.rank`` (``esr``,
 ``esr_level_matched``, ``esr_head_refit``), and a fine-tune probe of the top ``--probe-top``
 by level-matched or by head-refit score. The ground truth is what the choice is for: every
 library model is fine-tuned on the target with the same fixed short budget (``--gt-seconds``
@@ -60,8 +60,8 @@ def targets(real: Path):
 
 
 def ground_truth(lib_paths, ds, seconds: float, epochs: int):
-    from ampxfer_lib.formats import load_model
-    from ampxfer_lib.rank import finetune_probe, probe_audio
+    from ampxfer_lib.model.formats import load_model
+    from ampxfer_lib.transfer.rank import finetune_probe, probe_audio
 
     train = probe_audio(ds, "train", seconds, int(round(seconds / 0.5)), 0.1)
     evaluate = probe_audio(ds, "val", 10.0, 10, 0.1)
@@ -91,9 +91,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from ampxfer_lib.data import load_dataset
-    from ampxfer_lib.formats import load_model
-    from ampxfer_lib.rank import RankConfig, finetune_probe, library_models, probe_audio, rank_library, starting_model
+    from ampxfer_lib.data.dataset import load_dataset
+    from ampxfer_lib.model.formats import load_model
+    from ampxfer_lib.transfer.rank import RankConfig, finetune_probe, library_models, probe_audio, rank_library, starting_model
 
     real = require_realdata()
     lib = real / "models" / "tonelibrary_h20"
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
 
 def long_check(results, args, real, lib, out, save) -> None:
     """Do the short-budget choices hold over a longer fine-tune with the real trainer?"""
-    from ampxfer_lib.train import LogLines, make_config, train
+    from ampxfer_lib.training.loop import LogLines, make_config, train
 
     for name, model, knobs, kind, same, sanity in targets(real):
         if name not in args.long_targets or sanity:

@@ -41,7 +41,7 @@ def joined_di(real: Path, work: Path = WORK, seconds: Optional[float] = None) ->
     ``seconds`` of it when given."""
     import soundfile as sf
 
-    from ampxfer_lib.audio import read_audio, resample
+    from ampxfer_lib.data.audio import read_audio, resample
 
     out = work / (f"di_{RATE}.wav" if seconds is None else f"di_{RATE}_{seconds:g}s.wav")
     if out.exists():
@@ -74,9 +74,9 @@ def device_data(real: Path, model: Path, knobs: Sequence[float] = (), work: Path
     """A prepared data folder of the DI (its first ``seconds``) through ``model`` at ``knobs``."""
     import soundfile as sf
 
-    from ampxfer_lib.data import CaptureSpec, PrepareConfig, prepare
-    from ampxfer_lib.formats import load_model
-    from ampxfer_lib.render import render
+    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
+    from ampxfer_lib.model.formats import load_model
+    from ampxfer_lib.model.render import render
 
     di = joined_di(real, work, seconds)
     name = slug(model, knobs) + ("" if seconds is None else f"_{seconds:g}s")

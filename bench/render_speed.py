@@ -9,7 +9,7 @@ Renders ``--seconds`` (default 180) of real guitar DI (the shared clips joined a
   (``realdata.scaled_like_captures``; nobody has trained a hidden-40 capture here),
 
 with (a) the reference, ``render_sequential`` (one nn.LSTM call over the file,
-torch.set_num_threads(1)) and (b) each path of ``ampxfer_lib.render``: "numba" (one pass,
+torch.set_num_threads(1)) and (b) each path of ``ampxfer_lib.model.render``: "numba" (one pass,
 one core), "chunked" on one core and on every core, and "auto" (what ``render()`` does by
 default). Each run is its own subprocess so its peak memory is its own: the peak resident
 set above the process's size just before rendering (VmHWM reset through
@@ -83,8 +83,8 @@ def worker(args) -> int:
 
     import torch
 
-    from ampxfer_lib import render as R
-    from ampxfer_lib.formats import load_model
+    from ampxfer_lib.model import render as R
+    from ampxfer_lib.model.formats import load_model
 
     if args.threads == "all":
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -168,9 +168,9 @@ def main(argv=None) -> int:
 
     from realdata import RATE, REALDATA, guitar_di, scaled_like_captures, seeded_model
 
-    from ampxfer_lib import render as R
-    from ampxfer_lib.formats import load_model, save_model
-    from ampxfer_lib.model import ModelConfig, new_model
+    from ampxfer_lib.model import render as R
+    from ampxfer_lib.model.formats import load_model, save_model
+    from ampxfer_lib.model.network import ModelConfig, new_model
 
     x, desc = guitar_di(a.seconds)
     print(f"audio: {desc}; {x.size} samples")

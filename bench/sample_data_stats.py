@@ -18,8 +18,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ampxfer_lib import sample_data as sd  # noqa: E402
-from ampxfer_lib.devices import DEVICES, PAIRS, render_device  # noqa: E402
+from ampxfer_lib.sample_data import files as sd  # noqa: E402
+from ampxfer_lib.sample_data.devices import DEVICES, PAIRS, render_device  # noqa: E402
 
 # <repo>/../shared in the main checkout; a git worktree one level deeper sees it at ../../shared
 REAL_DI = next((p for p in (ROOT / ".." / "shared" / "realdata" / "di",
@@ -65,7 +65,7 @@ def main() -> None:
     committed = [q for q in sd._REPO_SAMPLE_DIR.rglob("*") if q.is_file() and "rendered" not in q.parts]
     print(f"committed: {sum(q.stat().st_size for q in committed) / 1e6:.2f} MB in {len(committed)} files")
     if args.render_time:
-        from ampxfer_lib.guitar_synth import synth_di
+        from ampxfer_lib.sample_data.guitar_synth import synth_di
 
         t0 = time.perf_counter()
         synth_di(sd.SECONDS, sd.SAMPLE_RATE, sd.SEED)

@@ -25,7 +25,7 @@ run's CPU time is its wall time, and on a shared one CPU time is what stays comp
 the ratios are computed from it. Wall times are printed too, with the load average.
 
 Data: ``--data DIR`` (a prepared data folder), else the library's sample data when
-``ampxfer_lib.sample_data`` exists, else a stand-in built once under out/bench/: the real
+``ampxfer_lib.sample_data.files`` exists, else a stand-in built once under out/bench/: the real
 DI clips of ../shared/realdata/di (48 kHz, resampled to 44.1 kHz and joined; set
 AMPXFER_REALDATA to find them elsewhere) rendered through the real Ibanez TS9 capture
 (drive full) in ../shared/realdata/models, prepared with 15 s of validation and 10 s of
@@ -75,9 +75,9 @@ def standin_data(root: Path, model_file: str = STANDIN_MODEL, log=print) -> Path
     import numpy as np
     import torch
 
-    from ampxfer_lib.audio import read_audio, resample, write_audio
-    from ampxfer_lib.data import CaptureSpec, PrepareConfig, prepare
-    from ampxfer_lib.formats import load_model
+    from ampxfer_lib.data.audio import read_audio, resample, write_audio
+    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
+    from ampxfer_lib.model.formats import load_model
 
     data = root / "data"
     if (data / "manifest.json").exists():
@@ -106,13 +106,13 @@ def memory_data(root: Path, base: Path, seconds: float = 240.0) -> Path:
     """A data folder with ``seconds`` of training audio: the base data's audio, repeated."""
     import numpy as np
 
-    from ampxfer_lib.audio import write_audio
-    from ampxfer_lib.data import CaptureSpec, PrepareConfig, prepare
+    from ampxfer_lib.data.audio import write_audio
+    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
 
     data = root / f"data_{int(seconds)}s"
     if (data / "manifest.json").exists():
         return data
-    from ampxfer_lib.data import load_dataset
+    from ampxfer_lib.data.dataset import load_dataset
 
     base_data = load_dataset(base)
     rate = base_data.sample_rate
@@ -135,7 +135,7 @@ def find_data(arg) -> tuple:
         return path, f"data: stand-in: the real DI clips through the real capture {STANDIN_MODEL}, in {path}"
     if arg:
         return Path(arg), f"data: {arg}"
-    from ampxfer_lib.suite import prepare_sample_devices
+    from ampxfer_lib.notebooks.suite import prepare_sample_devices
 
     # The shipped sample DI through the TS9-style device (rendered on first use), prepared
     # with the defaults: 150 s of training audio, 40 s of validation.
@@ -151,7 +151,7 @@ def reference_run(data_dir: str, epochs: int, seed: int) -> dict:
     import torch
     from torch import nn
 
-    from ampxfer_lib.data import load_dataset, segment, stack_sequences
+    from ampxfer_lib.data.dataset import load_dataset, segment, stack_sequences
 
     torch.set_num_threads(1)
     data = load_dataset(data_dir)
@@ -258,8 +258,8 @@ def library_run(data_dir: str, preset: str, epochs: int, seed: int, out_dir: str
     """ampxfer's trainer with a preset; times taken by a callback (training and validation)."""
     import torch
 
-    from ampxfer_lib import lstm_cpu
-    from ampxfer_lib.train import Callback, make_config, train
+    from ampxfer_lib.model import cpu_lstm as lstm_cpu
+    from ampxfer_lib.training.loop import Callback, make_config, train
 
     torch.set_num_threads(1)
     c0 = time.process_time()
@@ -418,7 +418,7 @@ def main(argv=None) -> int:
         return 0
     epochs = args.epochs or (2 if args.quick else 10)
     data, note = find_data(args.data)
-    from ampxfer_lib.train import DEFAULT_PRESET
+    from ampxfer_lib.training.loop import DEFAULT_PRESET
 
     notes = [f"train_speed: {note}", "reference = AGAM's training code as written, reproducing:"]
     notes += [f"  - {n}" for n in REFERENCE_NOTES]

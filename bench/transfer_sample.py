@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from ampxfer_lib.study import load_study, make_executor, prepare_sample_pairs, run_study, shipped_studies
+    from ampxfer_lib.study.plan import load_study, make_executor, prepare_sample_pairs, run_study, shipped_studies
 
     prepare_sample_pairs(args.data_root)
     config = load_study(shipped_studies()["sample_pairs"], data_root=args.data_root)

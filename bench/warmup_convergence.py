@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from realdata import RATE, guitar_di, real_model_paths, seeded_model  # noqa: E402
 
-from ampxfer_lib import lstm_kernels as K  # noqa: E402
-from ampxfer_lib import render as R  # noqa: E402
-from ampxfer_lib.formats import load_model  # noqa: E402
-from ampxfer_lib.render import STATE_TOL, pack_model  # noqa: E402
+from ampxfer_lib.model import render_kernels as K  # noqa: E402
+from ampxfer_lib.model import render as R  # noqa: E402
+from ampxfer_lib.model.formats import load_model  # noqa: E402
+from ampxfer_lib.model.render import STATE_TOL, pack_model  # noqa: E402
 
 SWEEP_WARMUPS = (2048, 4096, 8192, 16384)
 SWEEP_TOLS = (1e-5, 1e-4, 1e-3)

@@ -76,7 +76,7 @@ SMALL_SPLITS = ["--val-seconds", "1.5", "--test-seconds", "1", "--limited-second
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory):
     """A prepared data folder: ~5.5 s of training audio from the toy device."""
-    from ampxfer_lib.cli import main
+    from ampxfer_lib.cli.main import main
 
     root = tmp_path_factory.mktemp("small")
     xin, tgt = write_pair(root / "rec", seconds=8.0)
@@ -87,7 +87,7 @@ def small_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_data_b(tmp_path_factory):
     """Same notes through a similar but harder device (more drive, darker): a transfer target."""
-    from ampxfer_lib.cli import main
+    from ampxfer_lib.cli.main import main
 
     root = tmp_path_factory.mktemp("small_b")
     xin, tgt = write_pair(root / "rec", seconds=8.0, drive=12.0, cutoff=3000.0)

@@ -12,7 +12,7 @@ from conftest import realdata_or_skip
 
 def real_guitar(seconds: float = 1.5, clip: str = "Mayer", offset: float = 2.0, rate: int = 44100) -> np.ndarray:
     """``seconds`` of a real DI clip from ``offset`` on, at ``rate``: (T,) float32."""
-    from ampxfer_lib.audio import read_audio, resample
+    from ampxfer_lib.data.audio import read_audio, resample
 
     path = realdata_or_skip() / "di" / f"{clip}.flac"
     audio = read_audio(path, None, role="input")
@@ -25,6 +25,6 @@ def real_guitar(seconds: float = 1.5, clip: str = "Mayer", offset: float = 2.0, 
 
 def shared_model(name: str):
     """A real-gear AGAM model from ../shared/realdata/models/neuralpi (skips when absent)."""
-    from ampxfer_lib.formats import load_model
+    from ampxfer_lib.model.formats import load_model
 
     return load_model(realdata_or_skip() / "models" / "neuralpi" / f"{name}.json")

@@ -1,4 +1,4 @@
-"""Latency and polarity detection (ampxfer_lib.align).
+"""Latency and polarity detection (ampxfer_lib.data.align).
 
 Synthetic devices are written here with a known pure delay ``d``: the first output sample
 that answers an input impulse is exactly ``d`` samples late (every filter's first tap is
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from ampxfer_lib.align import LatencyEstimate, compensate, estimate_latency
+from ampxfer_lib.data.align import LatencyEstimate, compensate, estimate_latency
 
 RATE = 44100
 # <repo>/../shared/realdata; AMPXFER_REALDATA points elsewhere (e.g. from a git worktree).
@@ -351,8 +351,8 @@ REAL_CAPTURES = [
 @pytest.mark.parametrize("path,knobs", REAL_CAPTURES, ids=[f"{p.split('/')[-1][:-5]}{k}" for p, k in REAL_CAPTURES])
 def test_real_capture_aligned_render(real_di, path, knobs):
     torch = pytest.importorskip("torch")
-    from ampxfer_lib.formats import load_model
-    from ampxfer_lib.render import render
+    from ampxfer_lib.model.formats import load_model
+    from ampxfer_lib.model.render import render
 
     torch.set_num_threads(1)
     y = render(load_model(REALDATA / "models" / path), real_di.astype(np.float32), knobs).astype(np.float64)

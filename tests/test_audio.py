@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ampxfer_lib.audio import (AudioClip, CheckConfig, check_recording, clipping_runs, peak_dbfs, read_audio,
+from ampxfer_lib.data.audio import (AudioClip, CheckConfig, check_recording, clipping_runs, peak_dbfs, read_audio,
                                resample, rms_dbfs, write_audio)
 from ampxfer_lib.errors import AudioError
 

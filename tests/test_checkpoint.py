@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from ampxfer_lib import checkpoint as ckpt
+from ampxfer_lib.training import checkpoint as ckpt
 from ampxfer_lib.errors import RunFolderError
 from ampxfer_lib.fileio import atomic_write_bytes, atomic_write_json, sha256_file
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ampxfer_lib.cli import main
-from ampxfer_lib.formats import load_model
-from ampxfer_lib.render import render_sequential
+from ampxfer_lib.cli.main import main
+from ampxfer_lib.model.formats import load_model
+from ampxfer_lib.model.render import render_sequential
 
 from conftest import REPO, SMALL_SPLITS, file_hashes, plucked_notes, realdata_or_skip, write_pair
 
@@ -78,8 +78,8 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys):
 
 
 def test_render_refuses_to_overwrite_and_takes_knobs(tmp_path, capsys):
-    from ampxfer_lib.formats import save_model
-    from ampxfer_lib.model import ModelConfig, new_model
+    from ampxfer_lib.model.formats import save_model
+    from ampxfer_lib.model.network import ModelConfig, new_model
 
     x = plucked_notes(0.5, 48000)
     sf.write(tmp_path / "di.wav", x, 48000)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ampxfer_lib import colab
+from ampxfer_lib.notebooks import colab
 from ampxfer_lib.errors import ConfigError, DownloadError
-from ampxfer_lib.formats import load_model, neuralpi
-from ampxfer_lib.model import ModelConfig, new_model
+from ampxfer_lib.model.formats import load_model, neuralpi
+from ampxfer_lib.model.network import ModelConfig, new_model
 
 REPO = Path(__file__).resolve().parents[1]
 

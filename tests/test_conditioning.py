@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ampxfer_lib.cli import main
-from ampxfer_lib.conditioning import (di_excerpt, knob_label, knob_table, realdata_dir, render_knob_captures,
+from ampxfer_lib.cli.main import main
+from ampxfer_lib.transfer.conditioning import (di_excerpt, knob_label, knob_table, realdata_dir, render_knob_captures,
                                       synthetic_di, virtual_drive)
-from ampxfer_lib.data import load_dataset
+from ampxfer_lib.data.dataset import load_dataset
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.model import ModelConfig, new_model
-from ampxfer_lib.render import render
+from ampxfer_lib.model.network import ModelConfig, new_model
+from ampxfer_lib.model.render import render
 
 from conftest import plucked_notes
 
@@ -25,7 +25,7 @@ def _clips(folder, lengths, rate=48000):
 
 
 def test_di_excerpt_puts_a_piece_of_every_clip_in_each_split(tmp_path):
-    from ampxfer_lib.audio import read_audio, resample
+    from ampxfer_lib.data.audio import read_audio, resample
 
     paths = _clips(tmp_path, [3.0, 2.5, 4.0])
     di = di_excerpt(paths, rate=44100, seconds_per_clip=2.0, skip_seconds=0.25)
@@ -139,7 +139,7 @@ def test_realdata_dir_follows_the_environment(tmp_path, monkeypatch):
 
 
 def test_virtual_knob_dataset_and_a_snapshot_from_one_capture(tmp_path):
-    from ampxfer_lib.conditioning import prepare_knob_dataset, train_snapshot
+    from ampxfer_lib.transfer.conditioning import prepare_knob_dataset, train_snapshot
 
     ds = prepare_knob_dataset("virtual", [0.0, 0.5, 1.0], tmp_path, holdout=0.5, seconds_per_clip=0.5)
     assert ds.kind == "virtual" and ds.snapshot is None and not ds.flipped
@@ -161,7 +161,7 @@ def test_virtual_knob_dataset_and_a_snapshot_from_one_capture(tmp_path):
 
 
 def test_real_knob_dataset_matches_the_snapshot_polarity(tmp_path):
-    from ampxfer_lib.conditioning import prepare_knob_dataset
+    from ampxfer_lib.transfer.conditioning import prepare_knob_dataset
 
     from conftest import realdata_or_skip
 

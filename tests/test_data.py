@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ampxfer_lib.data import (CaptureSpec, PrepareConfig, load_dataset, prepare, read_conditioned_spec, segment,
+from ampxfer_lib.data.dataset import (CaptureSpec, PrepareConfig, load_dataset, prepare, read_conditioned_spec, segment,
                               stack_sequences)
 from ampxfer_lib.errors import AudioError, ConfigError
 
@@ -170,7 +170,7 @@ def test_conditioned_spec_and_holdout(tmp_path):
 
 
 def test_segments_never_straddle_captures():
-    from ampxfer_lib.data import Section
+    from ampxfer_lib.data.dataset import Section
 
     a = Section(np.arange(25, dtype=np.float32)[:, None], np.arange(25, dtype=np.float32), (), 0)
     b = Section(np.arange(100, 112, dtype=np.float32)[:, None], np.arange(100, 112, dtype=np.float32), (), 1)
@@ -187,7 +187,7 @@ def test_missing_data_folder_is_explained(tmp_path):
 
 
 def test_lowpass_correlation_closed_form():
-    from ampxfer_lib.data import lowpass_correlation
+    from ampxfer_lib.data.dataset import lowpass_correlation
 
     t = np.arange(RATE) / RATE
     x = np.sin(2 * np.pi * 110 * t)

@@ -7,8 +7,8 @@ import pytest
 import soundfile as sf
 from scipy import signal
 
-from ampxfer_lib import devices as dev
-from ampxfer_lib.devices import DEVICES, PAIRS, cabinet_ir, fmv_tone_stack, render_device
+from ampxfer_lib.sample_data import devices as dev
+from ampxfer_lib.sample_data.devices import DEVICES, PAIRS, cabinet_ir, fmv_tone_stack, render_device
 from ampxfer_lib.errors import AmpxferError, ConfigError
 
 SR = 48000

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from ampxfer_lib.data import load_dataset
+from ampxfer_lib.data.dataset import load_dataset
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.evaluate import evaluate
-from ampxfer_lib.losses import esr_numpy
-from ampxfer_lib.model import ModelConfig, ModelWeights
-from ampxfer_lib.render import render
+from ampxfer_lib.training.evaluate import evaluate
+from ampxfer_lib.training.losses import esr_numpy
+from ampxfer_lib.model.network import ModelConfig, ModelWeights
+from ampxfer_lib.model.render import render
 
 
 def identity(input_size=1, rate=44100, bias=0.0):

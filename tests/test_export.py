@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from ampxfer_lib.cli import main
+from ampxfer_lib.cli.main import main
 from ampxfer_lib.errors import ModelFormatError
-from ampxfer_lib.formats import (canonical_format, export_model, import_model, load_model, neuralpi,
+from ampxfer_lib.model.formats import (canonical_format, export_model, import_model, load_model, neuralpi,
                                  save_model)
-from ampxfer_lib.model import ModelConfig, new_model
-from ampxfer_lib.render import render_sequential
-from ampxfer_lib.train import make_config, train
+from ampxfer_lib.model.network import ModelConfig, new_model
+from ampxfer_lib.model.render import render_sequential
+from ampxfer_lib.training.loop import make_config, train
 
 from conftest import file_hashes, plucked_notes
 from real_guitar import real_guitar, shared_model

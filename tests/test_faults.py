@@ -15,7 +15,7 @@ import stat
 
 import pytest
 
-from ampxfer_lib import faults
+from tests.support import faults
 from ampxfer_lib.errors import AmpxferError
 
 

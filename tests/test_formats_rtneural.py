@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from ampxfer_lib.errors import ModelFormatError
-from ampxfer_lib.formats import export_model, import_model, rtneural, sniff
-from ampxfer_lib.model import ModelConfig, ModelWeights, new_model
-from ampxfer_lib.render import render_sequential
+from ampxfer_lib.model.formats import export_model, import_model, rtneural, sniff
+from ampxfer_lib.model.network import ModelConfig, ModelWeights, new_model
+from ampxfer_lib.model.render import render_sequential
 
 from conftest import plucked_notes
 from real_guitar import real_guitar, shared_model

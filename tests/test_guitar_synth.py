@@ -5,7 +5,7 @@ import pytest
 from scipy import signal
 
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.guitar_synth import (PHRASE_KINDS, PICKUPS, STANDARD_TUNING, Note, loss_filter,
+from ampxfer_lib.sample_data.guitar_synth import (PHRASE_KINDS, PICKUPS, STANDARD_TUNING, Note, loss_filter,
                                       midi_to_hz, pickup_filter, plan_phrases, render_notes,
                                       sustain_t60, synth_di)
 

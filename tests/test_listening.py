@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ampxfer_lib import listening
+from ampxfer_lib.notebooks import listening
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.model import ModelConfig, new_model
-from ampxfer_lib.render import render
+from ampxfer_lib.model.network import ModelConfig, new_model
+from ampxfer_lib.model.render import render
 
 
 def sine(freq, seconds, rate, amp=1.0):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ampxfer_lib.losses import (EPS, LossConfig, dc_loss, esr, esr_numpy, make_loss, pre_emphasis,
+from ampxfer_lib.training.losses import (EPS, LossConfig, dc_loss, esr, esr_numpy, make_loss, pre_emphasis,
                                 pre_emphasized_esr)
 
 

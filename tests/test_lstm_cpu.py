@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from ampxfer_lib import lstm_cpu
-from ampxfer_lib.model import AmpLSTM, ModelConfig, new_model
+from ampxfer_lib.model import cpu_lstm as lstm_cpu
+from ampxfer_lib.model.network import AmpLSTM, ModelConfig, new_model
 
 pytestmark = pytest.mark.skipif(not lstm_cpu.available(), reason="numba is not importable")
 
@@ -62,7 +62,7 @@ def test_advance_and_infer_match_nn_lstm():
 
 
 def test_exp_is_accurate_and_saturates():
-    from ampxfer_lib import _lstm_kernels as k
+    from ampxfer_lib.model import training_kernels as k
 
     xs = np.linspace(-87.0, 88.0, 20001).astype(np.float32)
     got = np.array([k._exp(v) for v in xs], dtype=np.float64)

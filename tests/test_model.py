@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from ampxfer_lib.model import PARAM_NAMES, AmpLSTM, ModelConfig, ModelWeights, new_model
+from ampxfer_lib.model.network import PARAM_NAMES, AmpLSTM, ModelConfig, ModelWeights, new_model
 
 
 def test_config_round_trip_and_validation():

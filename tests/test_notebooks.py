@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ampxfer_lib import notebooks as nbrun
+from ampxfer_lib.notebooks import runner as nbrun
 from ampxfer_lib.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

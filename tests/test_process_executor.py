@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from ampxfer_lib import checkpoint as ckpt
+from ampxfer_lib.training import checkpoint as ckpt
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.formats import load_model
-from ampxfer_lib.process_executor import ProcessExecutor
-from ampxfer_lib.study import InProcessExecutor, StudyConfig, plan_study, run_study
+from ampxfer_lib.model.formats import load_model
+from ampxfer_lib.study.process_executor import ProcessExecutor
+from ampxfer_lib.study.plan import InProcessExecutor, StudyConfig, plan_study, run_study
 
 
 def tiny_study(a, b) -> StudyConfig:

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ampxfer_lib.cli import main
+from ampxfer_lib.cli.main import main
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.formats import load_model, save_model
-from ampxfer_lib.model import ModelConfig, ModelWeights, new_model
-from ampxfer_lib.rank import (RankConfig, candidates, esr_scores, export_starting_model, probe_audio, rank_library,
+from ampxfer_lib.model.formats import load_model, save_model
+from ampxfer_lib.model.network import ModelConfig, ModelWeights, new_model
+from ampxfer_lib.transfer.rank import (RankConfig, candidates, esr_scores, export_starting_model, probe_audio, rank_library,
                               starting_model)
-from ampxfer_lib.render import render_sequential
-from ampxfer_lib.transfer import fold_knobs
+from ampxfer_lib.model.render import render_sequential
+from ampxfer_lib.transfer.init_from import fold_knobs
 
 from conftest import SMALL_SPLITS, file_hashes, plucked_notes, realdata_or_skip
 
@@ -106,8 +106,8 @@ def test_head_refit_recovers_a_dense_layer(library, tmp_path):
     refit = starting_model(entry, refit_head=True)
     assert np.array_equal(refit.params["rec.weight_hh_l0"], true.params["rec.weight_hh_l0"])
     # the features may be collinear, so the weights need not be the same; what they play must be
-    from ampxfer_lib.data import load_dataset
-    from ampxfer_lib.losses import esr_numpy
+    from ampxfer_lib.data.dataset import load_dataset
+    from ampxfer_lib.training.losses import esr_numpy
 
     test = load_dataset(data).split("test")[0]
     assert esr_numpy(render_sequential(refit, test.input[:, 0]), test.target) < 1e-4
@@ -145,7 +145,7 @@ def test_candidates_fit_the_data_shape():
 
 def test_probe_audio_spreads_chunks(library):
     root, lib = library
-    from ampxfer_lib.data import load_dataset
+    from ampxfer_lib.data.dataset import load_dataset
 
     ds = load_dataset(render_target(root, load_model(lib / "snap0.json"), name="via_snap0"))
     audio = probe_audio(ds, "train", seconds=2.0, chunks=4, warmup_seconds=0.1)
@@ -191,7 +191,7 @@ def test_cli_rank_json_top_and_export(library, capsys, tmp_path):
 @pytest.mark.realdata
 def test_real_library_model_ranks_first_for_its_own_rendering(tmp_path):
     real = realdata_or_skip()
-    from ampxfer_lib.audio import read_audio, resample
+    from ampxfer_lib.data.audio import read_audio, resample
 
     clip = read_audio(real / "di" / "Mayer.flac")
     x = resample(clip.samples, clip.sample_rate, 44100)[:44100 * 12].astype(np.float32)

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from ampxfer_lib import render as R
+from ampxfer_lib.model import render as R
 from ampxfer_lib.errors import AudioError, ConfigError
-from ampxfer_lib.formats import load_model
-from ampxfer_lib.model import ModelConfig, ModelWeights
+from ampxfer_lib.model.formats import load_model
+from ampxfer_lib.model.network import ModelConfig, ModelWeights
 
 torch.set_num_threads(1)
 RATE = 44100
@@ -106,7 +106,7 @@ def integrator_model(wg: float = 0.5, big: float = 40.0) -> ModelWeights:
 # --------------------------------------------------------------------------- tanh
 @needs_numba
 def test_tanh32_is_within_three_ulp_of_float64_tanh():
-    from ampxfer_lib.lstm_kernels import tanh32_array
+    from ampxfer_lib.model.render_kernels import tanh32_array
 
     x = np.concatenate([np.linspace(-12, 12, 1_000_001, dtype=np.float32),
                         np.geomspace(1e-30, 1, 100_000).astype(np.float32)])
@@ -129,7 +129,7 @@ def test_tanh32_is_within_three_ulp_of_float64_tanh():
 def test_gate_activations_are_within_three_ulp_relative():
     """Sigmoid stays accurate relative to its size where it is tiny (the reason it is not
     computed as 0.5 + 0.5 tanh(z / 2)); the g rows get tanh(z / 2) of the doubled input."""
-    from ampxfer_lib.lstm_kernels import gate32_array
+    from ampxfer_lib.model.render_kernels import gate32_array
 
     z = np.concatenate([np.linspace(-30, 30, 600_001, dtype=np.float32),
                         np.geomspace(1e-30, 1, 50_000).astype(np.float32)])

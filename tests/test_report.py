@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ampxfer_lib.report import (RESULT_COLUMNS, LiveLossPlot, RunResult, figure_png, plot_val_curves, results_csv,
+from ampxfer_lib.study.report import (RESULT_COLUMNS, LiveLossPlot, RunResult, figure_png, plot_val_curves, results_csv,
                                 results_table, save_figure, study_figures, table1_markdown, table1_rows,
                                 time_to_quality, write_report)
 

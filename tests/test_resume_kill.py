@@ -20,10 +20,10 @@ import sys
 
 import pytest
 
-from ampxfer_lib import checkpoint as ckpt
+from ampxfer_lib.training import checkpoint as ckpt
 from ampxfer_lib import fileio
-from ampxfer_lib.cli import main
-from ampxfer_lib.faults import compare_runs, kill_during, resume_argv
+from ampxfer_lib.cli.main import main
+from tests.support.faults import compare_runs, kill_during, resume_argv
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork (POSIX)")
 
@@ -169,7 +169,7 @@ def test_resume_after_a_move_from_another_folder_without_the_starting_model(smal
 def test_sigkill_from_outside_at_random_moments(small_data, reference, tmp_path):
     """``python -m ampxfer_lib train`` killed from outside at a random moment of its training
     (a fresh interpreter each time), then resumed by the same command."""
-    from ampxfer_lib.faults import run_subprocess
+    from tests.support.faults import run_subprocess
 
     ref, _ = reference
     out = tmp_path / "run"

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ampxfer_lib import sample_data as sd
-from ampxfer_lib.devices import DEVICES, render_device
+from ampxfer_lib.sample_data import files as sd
+from ampxfer_lib.sample_data.devices import DEVICES, render_device
 from ampxfer_lib.errors import AmpxferError, AudioError, ConfigError
-from ampxfer_lib.guitar_synth import synth_di
+from ampxfer_lib.sample_data.guitar_synth import synth_di
 
 REPO_SAMPLES = Path(__file__).resolve().parents[1] / "sample_data"
 SR = sd.SAMPLE_RATE

@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ampxfer_lib import checkpoint as ckpt
-from ampxfer_lib.cli import main
+from ampxfer_lib.training import checkpoint as ckpt
+from ampxfer_lib.cli.main import main
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.formats import load_model, save_model
-from ampxfer_lib.model import ModelConfig, new_model
-from ampxfer_lib.report import RESULT_COLUMNS
-from ampxfer_lib.study import (InProcessExecutor, StudyConfig, load_study, make_executor, plan_study, run_state,
+from ampxfer_lib.model.formats import load_model, save_model
+from ampxfer_lib.model.network import ModelConfig, new_model
+from ampxfer_lib.study.report import RESULT_COLUMNS
+from ampxfer_lib.study.plan import (InProcessExecutor, StudyConfig, load_study, make_executor, plan_study, run_state,
                                run_study, shipped_studies)
-from ampxfer_lib.train import Callback, Trainer, make_config
-from ampxfer_lib.transfer import fold_knobs
+from ampxfer_lib.training.loop import Callback, Trainer, make_config
+from ampxfer_lib.transfer.init_from import fold_knobs
 
 from conftest import file_hashes
 
@@ -172,7 +172,7 @@ def test_study_writes_results_table_and_figures(tiny_run):
     log = (root / "out" / "runs" / "source" / "ab" / "train.log").read_text()
     assert "epoch    2" in log
     # the study folder alone is enough to rebuild the report (plan.json names every run)
-    from ampxfer_lib.report import load_results, results_table
+    from ampxfer_lib.study.report import load_results, results_table
 
     again = results_table(load_results(root / "out"))
     assert [(r["pair"], r["init"], r["best_val_loss"]) for r in again] == \

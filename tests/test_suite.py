@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ampxfer_lib import suite
+from ampxfer_lib.notebooks import suite
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.train import TrainConfig
+from ampxfer_lib.training.loop import TrainConfig
 
 from conftest import file_hashes, write_pair
 
@@ -100,7 +100,7 @@ def test_own_recordings_from_local_paths(tmp_path):
 
 
 def test_live_study_plot_draws_a_panel_per_target_and_data_size(tmp_path):
-    from ampxfer_lib.study import StudyConfig, plan_study
+    from ampxfer_lib.study.plan import StudyConfig, plan_study
 
     cfg = StudyConfig.from_dict({"pairs": [{"name": "p", "source": {"data": str(tmp_path / "a")},
                                             "target": {"data": str(tmp_path / "b")}}]})

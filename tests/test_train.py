@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from ampxfer_lib import checkpoint as ckpt
+from ampxfer_lib.training import checkpoint as ckpt
 from ampxfer_lib.errors import ConfigError, RunFolderError, TrainingDiverged
-from ampxfer_lib.train import PRESETS, Callback, TrainConfig, Trainer, make_config, tbptt_windows, train
+from ampxfer_lib.training.loop import PRESETS, Callback, TrainConfig, Trainer, make_config, tbptt_windows, train
 
 
 def test_agam_preset_is_the_article_recipe():
@@ -48,7 +48,7 @@ def test_weight_updates_per_epoch(small_data, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.optim.Adam, "step", counting_step)
     cfg = make_config(small_data, "agam", hidden_size=4, max_epochs=1, batch_size=4)
     summary = train(cfg, tmp_path / "run")
-    from ampxfer_lib.data import load_dataset
+    from ampxfer_lib.data.dataset import load_dataset
 
     n_segments = load_dataset(small_data).split("train")[0].samples // 22050
     assert n_segments in (10, 11) and summary["train_seconds_audio"] == n_segments * 0.5
@@ -131,7 +131,7 @@ def test_a_different_run_is_refused_unless_overwrite(small_data, tmp_path):
 
 
 def test_frozen_lstm_trains_only_the_head(small_data, tmp_path):
-    from ampxfer_lib.formats import load_model
+    from ampxfer_lib.model.formats import load_model
 
     train(make_config(small_data, hidden_size=4, max_epochs=1), tmp_path / "src")
     cfg = make_config(small_data, init_from=str(tmp_path / "src" / "model_best.json"), max_epochs=2,
@@ -145,7 +145,7 @@ def test_frozen_lstm_trains_only_the_head(small_data, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_best_model(small_data, tmp_path, monkeypatch):
-    import ampxfer_lib.train as train_mod
+    import ampxfer_lib.training.loop as train_mod
 
     real = train_mod.make_loss
 
@@ -176,7 +176,7 @@ def test_grad_clip_and_data_errors(small_data, tmp_path):
 
 
 def test_fast_preset_is_the_default_and_round_trips():
-    from ampxfer_lib.train import DEFAULT_PRESET, epoch_lr
+    from ampxfer_lib.training.loop import DEFAULT_PRESET, epoch_lr
 
     assert DEFAULT_PRESET == "fast"
     cfg = make_config("d")
@@ -211,9 +211,9 @@ def _reference_agam_epoch(data_dir, hidden, seed, epochs, batch_size):
     nn.LSTM, warm-up without gradient, shuffles from Generator(seed * 1000003 + epoch)."""
     import numpy as np
 
-    from ampxfer_lib.data import load_dataset, segment
-    from ampxfer_lib.losses import LossConfig, make_loss
-    from ampxfer_lib.model import ModelConfig, new_model
+    from ampxfer_lib.data.dataset import load_dataset, segment
+    from ampxfer_lib.training.losses import LossConfig, make_loss
+    from ampxfer_lib.model.network import ModelConfig, new_model
 
     data = load_dataset(data_dir)
     x, y = segment(data.split("train"), 22050)
@@ -240,13 +240,13 @@ def _reference_agam_epoch(data_dir, hidden, seed, epochs, batch_size):
 
 def test_agam_trajectory_matches_a_plain_nn_lstm_loop(small_data, tmp_path):
     """The fast kernel and time-major loop change the implementation, not the recipe."""
-    from ampxfer_lib.formats import load_model
+    from ampxfer_lib.model.formats import load_model
 
     expected, np = _reference_agam_epoch(small_data, hidden=5, seed=2, epochs=2, batch_size=4)
     cfg = make_config(small_data, "agam", hidden_size=5, seed=2, max_epochs=2, batch_size=4)
     train(cfg, tmp_path / "run")
     got = load_model(tmp_path / "run" / "model_last.json").params
-    from ampxfer_lib.model import ModelConfig, new_model
+    from ampxfer_lib.model.network import ModelConfig, new_model
 
     start = new_model(ModelConfig(hidden_size=5), seed=2).state_dict()
     assert max(float(np.abs(expected[k] - start[k].numpy()).max()) for k in expected) > 0.05  # it trained

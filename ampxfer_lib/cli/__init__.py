@@ -1,0 +1,1 @@
+"""The command line (`ampxfer`, `python -m ampxfer_lib`)."""

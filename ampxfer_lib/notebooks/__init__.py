@@ -1,0 +1,1 @@
+"""What the notebooks call: suite helpers, listening widgets, Colab helpers, and the notebook runner."""

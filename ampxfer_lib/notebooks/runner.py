@@ -1,0 +1,379 @@
+"""Run the notebook suite from the command line (``make demo``, ``make smoke``, CI).
+
+Each notebook is executed top to bottom in a fresh kernel by nbclient. Parameters are
+injected papermill-style: a cell tagged ``injected-parameters`` is inserted right after the
+cell tagged ``parameters`` and overrides its values, so a notebook's defaults stay what a
+user sees in Colab. The executed copy (outputs included, also when a cell fails) is written
+to the output folder.
+
+The suite shares one work folder between notebooks 01-04, which hand work to each other
+through files only (01 writes prepared data, 02 and 03 train into a study folder, 04 reads the
+runs); notebook 05 gets a folder of its own inside it.
+
+Command line::
+
+    python -m ampxfer_lib.notebooks run --all --out out/demo [--smoke] [--budget demo|article]
+    python -m ampxfer_lib.notebooks run 01 02 --out out/demo --set EPOCHS_FULL=4
+    python -m ampxfer_lib.notebooks strip [notebooks/*.ipynb]      outputs out, before committing
+    python -m ampxfer_lib.notebooks check                           no outputs, one parameters cell
+    python -m ampxfer_lib.notebooks sync                            Colab set-up cells = colab.setup_cell_source()
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+from ampxfer_lib.errors import AmpxferError, ConfigError
+from ampxfer_lib.fileio import PathLike, atomic_write_text
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+#: The suite, in the order the notebooks depend on each other.
+SUITE = ("01_data_prep.ipynb", "02_baseline_training.ipynb", "03_transfer_training.ipynb",
+         "04_ab_listening.ipynb", "05_conditioned_transfer.ipynb")
+#: Notebooks that keep their files in a sub-folder of the suite's work folder.
+OWN_FOLDER = {"05_conditioned_transfer.ipynb": "05_conditioned"}
+#: Training budgets a notebook's BUDGET parameter accepts (see the notebooks' prose).
+BUDGETS = ("demo", "article")
+PARAMETERS_TAG = "parameters"
+INJECTED_TAG = "injected-parameters"
+SMOKE_ENV = "AMPXFER_SMOKE"
+
+
+class NotebookError(AmpxferError):
+    """A notebook cell raised; the executed copy shows where."""
+
+
+@dataclass
+class NotebookRun:
+    name: str
+    source: Path
+    executed: Path
+    seconds: float
+
+
+# --------------------------------------------------------------------------- notebook files
+
+def _read(path: PathLike):
+    import nbformat
+
+    try:
+        return nbformat.read(str(path), as_version=4)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such notebook") from None
+    except Exception as exc:  # nbformat's validation and JSON errors
+        raise ConfigError(f"{path}: not a readable notebook ({type(exc).__name__}: {exc})") from None
+
+
+def _write(nb, path: PathLike) -> None:
+    import nbformat
+
+    atomic_write_text(path, nbformat.writes(nb))
+
+
+def find_notebooks(names: Optional[Sequence[str]] = None, folder: PathLike = NOTEBOOK_DIR) -> List[Path]:
+    """Suite notebooks by file name or number prefix ("01", "03_transfer"); all when ``names`` is empty."""
+    folder = Path(folder)
+    if not names:
+        return [folder / n for n in SUITE if (folder / n).exists()]
+    out = []
+    for name in names:
+        p = Path(name)
+        if p.suffix == ".ipynb" and p.exists():
+            out.append(p)
+            continue
+        hits = [folder / n for n in SUITE if n.startswith(name)]
+        if len(hits) != 1:
+            raise ConfigError(f"{name!r}: names {'no' if not hits else 'several'} notebook(s); one of {', '.join(SUITE)}")
+        out.append(hits[0])
+    return out
+
+
+def parameters_cell(nb) -> int:
+    """Index of the one code cell tagged ``parameters``."""
+    hits = [i for i, c in enumerate(nb.cells)
+            if c.cell_type == "code" and PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
+    if len(hits) != 1:
+        raise ConfigError(f"a notebook needs exactly one code cell tagged {PARAMETERS_TAG!r}, found {len(hits)}")
+    return hits[0]
+
+
+def parameter_names(nb) -> List[str]:
+    """Names assigned at the top level of the parameters cell."""
+    import ast
+
+    src = nb.cells[parameters_cell(nb)].source
+    names = []
+    for node in ast.parse(src).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def inject_parameters(nb, params: Dict[str, object]):
+    """A copy of ``nb`` with a cell setting ``params`` right after the parameters cell.
+
+    Raises ConfigError for a name the parameters cell does not define (a typo would
+    otherwise be ignored silently).
+    """
+    import nbformat
+
+    nb = copy.deepcopy(nb)
+    index = parameters_cell(nb)
+    known = set(parameter_names(nb))
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(f"unknown notebook parameter(s) {', '.join(unknown)}; the notebook has {', '.join(sorted(known))}")
+    nb.cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
+    if params:
+        lines = ["# Parameters injected by ampxfer_lib.notebooks"] + [f"{k} = {v!r}" for k, v in params.items()]
+        cell = nbformat.v4.new_code_cell("\n".join(lines), metadata={"tags": [INJECTED_TAG]})
+        nb.cells.insert(index + 1, cell)
+    return nb
+
+
+def strip_outputs(nb):
+    """``nb`` without outputs, execution counts and widget state (what is committed)."""
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        for key in ("execution", "collapsed", "scrolled"):
+            cell.metadata.pop(key, None)
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def has_outputs(nb) -> bool:
+    return any(c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None) for c in nb.cells)
+
+
+def setup_cell(nb) -> int:
+    """Index of the first code cell (the Colab set-up cell)."""
+    for i, c in enumerate(nb.cells):
+        if c.cell_type == "code":
+            return i
+    raise ConfigError("the notebook has no code cell")
+
+
+def problems(path: PathLike) -> List[str]:
+    """What is wrong with a committed notebook: outputs, parameters cell, set-up cell."""
+    from ampxfer_lib.notebooks.colab import setup_cell_source
+
+    nb = _read(path)
+    found = []
+    if has_outputs(nb):
+        found.append(f"{path}: has outputs or execution counts; run `python -m ampxfer_lib.notebooks strip {path}`")
+    try:
+        parameters_cell(nb)
+    except ConfigError as exc:
+        found.append(f"{path}: {exc}")
+    if nb.cells[setup_cell(nb)].source != setup_cell_source():
+        found.append(f"{path}: the first code cell is not the Colab set-up cell of ampxfer_lib.notebooks.colab; run "
+                     "`python -m ampxfer_lib.notebooks sync`")
+    return found
+
+
+def sync_setup_cell(path: PathLike) -> bool:
+    """Make the first code cell the canonical Colab set-up cell; True if the file changed."""
+    from ampxfer_lib.notebooks.colab import setup_cell_source
+
+    nb = _read(path)
+    cell = nb.cells[setup_cell(nb)]
+    if cell.source == setup_cell_source():
+        return False
+    cell.source = setup_cell_source()
+    _write(nb, path)
+    return True
+
+
+# --------------------------------------------------------------------------- execution
+
+@contextlib.contextmanager
+def _environment(values: Dict[str, Optional[str]]) -> Iterator[None]:
+    """Set (or unset, for None) environment variables for the kernels started inside."""
+    old = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _failure(nb, exc: Exception) -> str:
+    """'cell N: Error: message' from an executed notebook's first error output."""
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if out.get("output_type") == "error":
+                return f"cell {i}: {out.get('ename')}: {out.get('evalue')}"
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+
+
+def run_notebook(path: PathLike, out_path: PathLike, params: Optional[Dict[str, object]] = None,
+                 smoke: bool = False, cwd: Optional[PathLike] = None, timeout: float = 3600,
+                 kernel: str = "python3") -> float:
+    """Execute one notebook into ``out_path``; returns its wall time in seconds.
+
+    ``params`` are injected after the parameters cell; ``smoke`` sets AMPXFER_SMOKE=1 for the
+    kernel (tiny data and budgets); ``cwd`` is the kernel's working folder; ``timeout`` is
+    per cell. Raises NotebookError naming the failing cell (the executed copy is written first).
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    nb = inject_parameters(_read(path), params or {})
+    out_path = Path(out_path)
+    cwd = Path(cwd or os.getcwd())
+    sockets = None
+    km = None
+    if os.name == "posix":
+        # Talk to the kernel over local sockets rather than TCP (no open port, and no
+        # "running over TCP without encryption" warning); they live in a folder removed after.
+        from jupyter_client import KernelManager
+
+        sockets = tempfile.mkdtemp(prefix="ampxfer-kernel-")
+        km = KernelManager(kernel_name=kernel, transport="ipc", ip=os.path.join(sockets, "kernel"))
+    client = NotebookClient(nb, km=km, timeout=int(timeout), kernel_name=kernel,
+                            resources={"metadata": {"path": str(cwd)}})
+    t0 = time.monotonic()
+    env = {SMOKE_ENV: "1" if smoke else None}
+    try:
+        with _environment(env):
+            client.execute()
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
+        _write(nb, out_path)
+        raise NotebookError(f"{Path(path).name} failed at {_failure(nb, exc)}; the executed copy is {out_path}") from None
+    finally:
+        # nbclient only stops kernels it started itself; ours would linger until we exit.
+        if km is not None and km.has_kernel:
+            km.shutdown_kernel(now=False)  # also removes its connection file
+        if sockets:
+            shutil.rmtree(sockets, ignore_errors=True)
+    _write(nb, out_path)
+    return time.monotonic() - t0
+
+
+def suite_params(name: str, out_dir: Path, budget: Optional[str], nb) -> Dict[str, object]:
+    """The suite-level parameters of one notebook: its work folder and budget, where it has them."""
+    names = set(parameter_names(nb))
+    params: Dict[str, object] = {}
+    if "OUT_DIR" in names:
+        params["OUT_DIR"] = str(out_dir / OWN_FOLDER[name]) if name in OWN_FOLDER else str(out_dir)
+    if budget is not None and "BUDGET" in names:
+        params["BUDGET"] = budget
+    return params
+
+
+def run_suite(out_dir: PathLike, names: Optional[Sequence[str]] = None, smoke: bool = False,
+              budget: Optional[str] = None, extra: Optional[Dict[str, object]] = None, timeout: float = 3600,
+              log: Callable[[str], None] = print) -> List[NotebookRun]:
+    """Run notebooks in suite order into ``out_dir`` (executed copies and all their files).
+
+    ``extra`` parameters go to every notebook that defines them (at least one must).
+    """
+    if budget is not None and budget not in BUDGETS:
+        raise ConfigError(f"--budget must be one of {', '.join(BUDGETS)}, not {budget!r}")
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = find_notebooks(names)
+    extra = dict(extra or {})
+    notebooks = [(p, _read(p)) for p in paths]
+    unused = set(extra) - {n for _, nb in notebooks for n in parameter_names(nb)}
+    if unused:
+        raise ConfigError(f"no notebook has the parameter(s) {', '.join(sorted(unused))}")
+    runs = []
+    t_all = time.monotonic()
+    for path, nb in notebooks:
+        params = suite_params(path.name, out, budget, nb)
+        own = set(parameter_names(nb))
+        params.update({k: v for k, v in extra.items() if k in own})
+        target = out / path.name
+        log(f"running {path.name} -> {target}" + (" (smoke)" if smoke else ""))
+        seconds = run_notebook(path, target, params, smoke=smoke, cwd=out, timeout=timeout)
+        log(f"  done in {seconds:.0f} s")
+        runs.append(NotebookRun(path.name, path, target, seconds))
+    log(f"{len(runs)} notebook(s) in {time.monotonic() - t_all:.0f} s; outputs in {out}")
+    return runs
+
+
+# --------------------------------------------------------------------------- command line
+
+def _key_values(items: Sequence[str]) -> Dict[str, object]:
+    out: Dict[str, object] = {}
+    for item in items or ():
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected NAME=VALUE")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ampxfer_lib.notebooks", description="Run and tidy the notebook suite.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="execute notebooks into an output folder")
+    p.add_argument("names", nargs="*", help="notebooks by number or name (default with --all: the whole suite)")
+    p.add_argument("--all", action="store_true", help="the whole suite, in order")
+    p.add_argument("--out", required=True, help="output folder: executed notebooks and everything they write")
+    p.add_argument("--smoke", action="store_true", help="AMPXFER_SMOKE=1: tiny data and budgets (CI)")
+    p.add_argument("--budget", choices=BUDGETS, default=None, help="training budget (default: the notebooks' own, demo)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a notebook parameter")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per cell (default 600 smoke, 6 h otherwise)")
+    for name, text in (("strip", "remove outputs (before committing)"), ("check", "report notebooks with outputs "
+                       "or without the set-up/parameters cells"), ("sync", "rewrite the Colab set-up cells")):
+        q = sub.add_parser(name, help=text)
+        q.add_argument("paths", nargs="*", help="notebooks (default: the suite)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            if not args.all and not args.names:
+                raise ConfigError("name the notebooks to run, or pass --all")
+            timeout = args.timeout or (600 if args.smoke else 6 * 3600)
+            run_suite(args.out, None if args.all else args.names, smoke=args.smoke, budget=args.budget,
+                      extra=_key_values(args.set), timeout=timeout)
+            return 0
+        paths = [Path(p) for p in args.paths] or find_notebooks()
+        if args.command == "strip":
+            for path in paths:
+                nb = _read(path)
+                if has_outputs(nb) or "widgets" in nb.metadata:
+                    _write(strip_outputs(nb), path)
+                    print(f"stripped {path}")
+        elif args.command == "sync":
+            for path in paths:
+                if sync_setup_cell(path):
+                    print(f"updated the set-up cell of {path}")
+        else:
+            found = [line for path in paths for line in problems(path)]
+            print("\n".join(found) or f"{len(paths)} notebook(s) ok")
+            return 1 if found else 0
+    except AmpxferError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

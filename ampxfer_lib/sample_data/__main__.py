@@ -1,0 +1,5 @@
+import sys
+
+from ampxfer_lib.sample_data.files import main
+
+sys.exit(main())

@@ -1,0 +1,98 @@
+"""Transfer learning is a config: ``init_from`` names a model JSON or a run folder.
+
+The starting model's architecture must match the new run's, with one allowed change: a
+snapshot model (input_size 1) may start a knob-conditioned model. Its new input weights are
+set to zero, so at the start the conditioned model equals the snapshot at every knob value.
+The reverse (a conditioned model starting a snapshot) folds chosen knob values into the
+LSTM bias, which is exact: ``W_ih[:, 1:] @ knobs`` is a constant input to every gate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ampxfer_lib.training.checkpoint import CHECKPOINT, MODEL_BEST, is_run_folder, load_checkpoint
+from ampxfer_lib.errors import ConfigError
+from ampxfer_lib.model.formats import load_model
+from ampxfer_lib.model.network import ModelConfig, ModelWeights
+
+
+@dataclass
+class InitSource:
+    """A resolved ``init_from``: the weights, and the optimiser state when asked for."""
+
+    path: str
+    weights: ModelWeights
+    run_dir: Optional[Path] = None
+    optimizer_state: Optional[dict] = None
+
+
+def resolve_init(init_from: str, keep_optimizer: bool = False) -> InitSource:
+    """Load the starting model from a JSON file or a run folder (its ``model_best.json``)."""
+    p = Path(init_from)
+    if p.is_dir():
+        if not is_run_folder(p):
+            raise ConfigError(f"{p}: not a run folder (no config.json); give a model .json or a training run's folder")
+        model_path = p / MODEL_BEST
+        if not model_path.exists():
+            raise ConfigError(f"{p}: the run has no {MODEL_BEST} yet; train it for at least one validation first")
+        weights = load_model(model_path)
+        opt = None
+        if keep_optimizer:
+            if not (p / CHECKPOINT).exists():
+                raise ConfigError(f"{p}: no {CHECKPOINT} to take the optimiser state from; drop --keep-optimizer")
+            opt = load_checkpoint(p)["optimizer"]
+        return InitSource(str(p), weights, p, opt)
+    if keep_optimizer:
+        raise ConfigError(f"--keep-optimizer needs a run folder as --init-from, not the model file {p}")
+    if not p.exists():
+        raise ConfigError(f"{p}: no such model file or run folder for --init-from")
+    return InitSource(str(p), load_model(p))
+
+
+def expand_inputs(weights: ModelWeights, input_size: int) -> ModelWeights:
+    """A snapshot (input_size 1) widened to ``input_size`` with zero knob weights."""
+    if weights.config.input_size != 1:
+        raise ValueError("only a snapshot model can be widened")
+    params = dict(weights.params)
+    w = np.zeros((weights.weight_ih.shape[0], input_size), dtype=np.float32)
+    w[:, :1] = weights.weight_ih
+    params["rec.weight_ih_l0"] = w
+    config = ModelConfig(input_size, weights.config.hidden_size, weights.config.skip, weights.config.sample_rate)
+    return ModelWeights(config, params, dict(weights.metadata))
+
+
+def fold_knobs(weights: ModelWeights, knobs: Sequence[float]) -> ModelWeights:
+    """A conditioned model frozen at ``knobs``, as an exact snapshot model (input_size 1)."""
+    knobs = np.asarray(list(knobs), dtype=np.float64)
+    if len(knobs) != weights.config.num_knobs:
+        raise ConfigError(f"the model has {weights.config.num_knobs} knob(s); {len(knobs)} value(s) given")
+    params = dict(weights.params)
+    w = weights.weight_ih.astype(np.float64)
+    params["rec.weight_ih_l0"] = weights.weight_ih[:, :1].copy()
+    params["rec.bias_ih_l0"] = (weights.params["rec.bias_ih_l0"].astype(np.float64) + w[:, 1:] @ knobs).astype(np.float32)
+    config = ModelConfig(1, weights.config.hidden_size, weights.config.skip, weights.config.sample_rate)
+    return ModelWeights(config, params, dict(weights.metadata))
+
+
+def adapt_to(source: InitSource, target: ModelConfig) -> ModelWeights:
+    """Check that ``source`` can start a model of shape ``target`` and return fitting weights."""
+    src = source.weights.config
+    name = source.path
+    if src.hidden_size != target.hidden_size:
+        raise ConfigError(f"{name}: hidden size {src.hidden_size} cannot start a hidden-{target.hidden_size} model; "
+                          f"use --hidden-size {src.hidden_size} or another starting model")
+    if src.skip != target.skip:
+        have = "has" if src.skip else "has no"
+        raise ConfigError(f"{name}: {have} skip connection, unlike the new model; "
+                          + ("drop --no-skip" if src.skip else "train with --no-skip"))
+    if src.input_size == target.input_size:
+        return source.weights
+    if src.input_size == 1:
+        return expand_inputs(source.weights, target.input_size)
+    raise ConfigError(f"{name}: takes {src.input_size - 1} knob(s) but the data have {target.input_size - 1}; "
+                      "start from a snapshot model or one with the same knobs")
