@@ -45,7 +45,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from ampxfer_lib.study.plan import StudyConfig, make_executor, run_study
+    from ampxfer_lib.study.config import StudyConfig
+    from ampxfer_lib.study.executors import make_executor
+    from ampxfer_lib.study.run import run_study
 
     real = require_realdata()
     npi, lib = real / "models" / "neuralpi", real / "models" / "tonelibrary_h20"

@@ -36,7 +36,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from ampxfer_lib.study.plan import load_study, make_executor, prepare_sample_pairs, run_study, shipped_studies
+    from ampxfer_lib.study.config import load_study, prepare_sample_pairs, shipped_studies
+    from ampxfer_lib.study.executors import make_executor
+    from ampxfer_lib.study.run import run_study
 
     prepare_sample_pairs(args.data_root)
     config = load_study(shipped_studies()["sample_pairs"], data_root=args.data_root)

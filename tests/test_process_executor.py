@@ -7,8 +7,10 @@ import pytest
 from ampxfer_lib.training import checkpoint as ckpt
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.model.formats import load_model
-from ampxfer_lib.study.process_executor import ProcessExecutor
-from ampxfer_lib.study.plan import InProcessExecutor, StudyConfig, plan_study, run_study
+from ampxfer_lib.study.config import StudyConfig
+from ampxfer_lib.study.executors import InProcessExecutor, ProcessExecutor
+from ampxfer_lib.study.plan import plan_study
+from ampxfer_lib.study.run import run_study
 
 
 def tiny_study(a, b) -> StudyConfig:

@@ -15,8 +15,10 @@ from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.model.formats import load_model, save_model
 from ampxfer_lib.model.network import ModelConfig, new_model
 from ampxfer_lib.study.report import RESULT_COLUMNS
-from ampxfer_lib.study.plan import (InProcessExecutor, StudyConfig, load_study, make_executor, plan_study, run_state,
-                               run_study, shipped_studies)
+from ampxfer_lib.study.config import StudyConfig, load_study, shipped_studies
+from ampxfer_lib.study.executors import InProcessExecutor, make_executor
+from ampxfer_lib.study.plan import plan_study, run_state
+from ampxfer_lib.study.run import run_study
 from ampxfer_lib.training.loop import Callback, Trainer, make_config
 from ampxfer_lib.transfer.init_from import fold_knobs
 

@@ -100,7 +100,8 @@ def test_own_recordings_from_local_paths(tmp_path):
 
 
 def test_live_study_plot_draws_a_panel_per_target_and_data_size(tmp_path):
-    from ampxfer_lib.study.plan import StudyConfig, plan_study
+    from ampxfer_lib.study.config import StudyConfig
+    from ampxfer_lib.study.plan import plan_study
 
     cfg = StudyConfig.from_dict({"pairs": [{"name": "p", "source": {"data": str(tmp_path / "a")},
                                             "target": {"data": str(tmp_path / "b")}}]})

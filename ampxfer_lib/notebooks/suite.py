@@ -8,7 +8,7 @@ The notebooks 01-04 share one work folder and hand work to each other through fi
                             subsets of it: ``Dataset.split("train", "limited")``)
       models/               starting models fetched from the catalogue (ampxfer_lib.notebooks.colab)
       study.json            the study: device pairs (written by 01, read by 02 and 03)
-      study/                the study folder (ampxfer_lib.study.plan): runs/, results.csv,
+      study/                the study folder (ampxfer_lib.study): runs/, results.csv,
                             table1.md, figures/
       listening/            rendered clips, null tests, ABX answers (04)
 
@@ -33,6 +33,7 @@ from ampxfer_lib.data.dataset import MANIFEST, CaptureSpec, PrepareConfig, load_
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike, atomic_write_json
 
+#: Smoke mode's switch, for the notebooks and the runner that starts their kernels.
 SMOKE_ENV = "AMPXFER_SMOKE"
 STUDY_FILE = "study.json"
 #: Seconds of every recording kept in smoke mode, and the split lengths used then.
@@ -41,7 +42,8 @@ SMOKE_PREPARE = dict(val_seconds=2.0, test_seconds=2.0, limited_seconds=4.0)
 
 
 def smoke_mode() -> bool:
-    """True when AMPXFER_SMOKE=1 (CI): tiny data, two epochs per run."""
+    """True when AMPXFER_SMOKE=1 (CI, ``python -m ampxfer_lib.notebooks run --smoke``): tiny data,
+    two epochs per run. Every notebook reads smoke mode through this one function."""
     return os.environ.get(SMOKE_ENV) == "1"
 
 
@@ -206,7 +208,7 @@ def suite_study(out_dir: PathLike, budget: str = "demo", epochs_full: int = 0, e
     ``epochs_full``/``epochs_limited`` (> 0) replace the budget's epoch caps (the full-data
     cap also caps the source runs); ``overrides`` are StudyConfig fields (``None`` ignored).
     """
-    from ampxfer_lib.study.plan import load_study
+    from ampxfer_lib.study.config import load_study
     from ampxfer_lib.training.loop import DEFAULT_PRESET, TrainConfig
 
     if budget not in BUDGETS:
@@ -237,8 +239,9 @@ def run_units(config, out_dir: PathLike, roles: Sequence[str], workers: int = 2,
     ``out_dir/study``, ``workers`` at a time in worker processes, with a live loss plot in a
     notebook (``workers=0``: one after the other in this process, with progress bars); finished runs are skipped, interrupted ones resume. Returns the StudyOutcome
     (results.csv, table1.md and figures/ are rewritten from every run on disk)."""
-    from ampxfer_lib.study.process_executor import ProcessExecutor
-    from ampxfer_lib.study.plan import InProcessExecutor, plan_study, run_study
+    from ampxfer_lib.study.executors import InProcessExecutor, ProcessExecutor
+    from ampxfer_lib.study.plan import plan_study
+    from ampxfer_lib.study.run import run_study
 
     folder = Path(out_dir) / STUDY_DIR
     specs = [s for s in plan_study(config, folder, smoke) if s.role in roles]

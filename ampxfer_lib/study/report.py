@@ -24,6 +24,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ampxfer_lib.training import checkpoint as ckpt
 from ampxfer_lib.fileio import PathLike, atomic_write_bytes, atomic_write_text
+from ampxfer_lib.study.plan import read_plan
 from ampxfer_lib.training.loop import Callback
 
 #: results.csv columns, in order.
@@ -69,8 +70,6 @@ def validations(history: Sequence[Mapping], include_start: bool = True) -> List[
 def load_results(study_dir: PathLike, specs=None) -> List[RunResult]:
     """Every (run, pair) of a study folder: one RunResult per pair a run serves."""
     if specs is None:
-        from ampxfer_lib.study.plan import read_plan
-
         _, specs = read_plan(study_dir)
     out = []
     for spec in specs:
