@@ -18,6 +18,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 # AMPXFER_REALDATA points elsewhere (e.g. from a git worktree whose parent has no shared/).
 REALDATA = Path(os.environ.get("AMPXFER_REALDATA") or REPO.parent / "shared" / "realdata")
+# The library never guesses where the real data is: tell it (and the notebook kernels and
+# subprocesses the tests start) through the environment.
+if REALDATA.is_dir():
+    os.environ.setdefault("AMPXFER_REALDATA", str(REALDATA))
 
 # Tests run single-threaded like training runs; two pytest workers would otherwise fight.
 torch.set_num_threads(1)

@@ -31,6 +31,7 @@ from typing import Callable, Dict, List, Optional
 
 from ampxfer_lib.errors import AmpxferError, ConfigError, DownloadError
 from ampxfer_lib.fileio import PathLike, atomic_write_bytes
+from ampxfer_lib.paths import realdata_dir
 
 #: The project's repository and the tag or commit the notebooks are pinned to. The Colab
 #: set-up cell of every notebook holds these two literals (it runs before ampxfer is
@@ -253,16 +254,16 @@ def download_shared_drive(link: str, dest_dir: PathLike, name: Optional[str] = N
 def local_model_dirs() -> List[Path]:
     """Folders searched for a catalogue model's file before/instead of downloading it.
 
-    ``$AMPXFER_MODELS`` (a folder of model JSON files), then the shared real-gear captures
-    beside the repository (``<repo>/../shared/realdata/models/neuralpi``) when present.
+    ``$AMPXFER_MODELS`` (a folder of model JSON files), then the real-gear captures of the
+    shared real data (``models/neuralpi`` in :func:`ampxfer_lib.paths.realdata_dir`), when present.
     """
     dirs = []
     env = os.environ.get("AMPXFER_MODELS")
     if env:
         dirs.append(Path(env).expanduser())
-    realdata = os.environ.get("AMPXFER_REALDATA")
-    root = Path(realdata) if realdata else Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
-    dirs.append(root / "models" / "neuralpi")
+    realdata = realdata_dir()
+    if realdata is not None:
+        dirs.append(realdata / "models" / "neuralpi")
     return [d for d in dirs if d.is_dir()]
 
 

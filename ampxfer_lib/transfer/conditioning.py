@@ -27,18 +27,12 @@ import numpy as np
 
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike, atomic_write_json
+from ampxfer_lib.paths import realdata_dir
 
 if TYPE_CHECKING:
     from ampxfer_lib.model.network import ModelWeights
 
 Knobs = Union[float, Sequence[float]]
-
-
-def realdata_dir() -> Optional[Path]:
-    """The shared real data (``AMPXFER_REALDATA``, else ``<repo>/../shared/realdata``), or None."""
-    env = os.environ.get("AMPXFER_REALDATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
-    return path if path.is_dir() else None
 
 
 @dataclass
@@ -330,7 +324,7 @@ def prepare_knob_dataset(device: str, knobs: Sequence[float], out_dir: PathLike,
     if device in REAL_DEVICES:
         real = realdata_dir()
         if real is None:
-            raise ConfigError(f"{device}: the shared real data (../shared/realdata) is absent; set AMPXFER_REALDATA "
+            raise ConfigError(f"{device}: the shared real data is absent; set AMPXFER_REALDATA to its folder "
                               "or use device 'virtual' / 'sample:<name>'")
         models = real / "models" / "neuralpi"
         clips = sorted((real / "di").glob("*.flac"))
