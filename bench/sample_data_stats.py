@@ -62,7 +62,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--render-time", action="store_true", help="time a full fresh render")
     args = p.parse_args()
-    committed = [q for q in sd._REPO_SAMPLE_DIR.rglob("*") if q.is_file() and "rendered" not in q.parts]
+    committed = [q for q in sd.CHECKOUT_SAMPLE_DIR.rglob("*") if q.is_file() and "rendered" not in q.parts]
     print(f"committed: {sum(q.stat().st_size for q in committed) / 1e6:.2f} MB in {len(committed)} files")
     if args.render_time:
         from ampxfer_lib.sample_data.guitar_synth import synth_di
@@ -71,7 +71,7 @@ def main() -> None:
         synth_di(sd.SECONDS, sd.SAMPLE_RATE, sd.SEED)
         print(f"synth_di(210 s): {time.perf_counter() - t0:.1f} s")
         with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / sd.DI_NAME).write_bytes((sd._REPO_SAMPLE_DIR / sd.DI_NAME).read_bytes())
+            (Path(tmp) / sd.DI_NAME).write_bytes((sd.CHECKOUT_SAMPLE_DIR / sd.DI_NAME).read_bytes())
             t0 = time.perf_counter()
             sd.ensure_sample_data(tmp, progress=False)
             print(f"render + verify all four recordings: {time.perf_counter() - t0:.1f} s")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ampxfer_lib.cli.notebooks import main as notebooks_main
 from ampxfer_lib.notebooks import runner as nbrun
 from ampxfer_lib.errors import ConfigError
 
@@ -109,13 +110,13 @@ def test_cli_check_and_strip(tmp_path, capsys):
     nb = tiny_notebook()
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="hi")]
     nbformat.write(nb, str(path))
-    assert nbrun.main(["check", str(path)]) == 1
+    assert notebooks_main(["check", str(path)]) == 1
     out = capsys.readouterr().out
     assert "has outputs" in out and "not the Colab set-up cell" in out
-    assert nbrun.main(["strip", str(path)]) == 0
-    assert nbrun.main(["sync", str(path)]) == 0
-    assert nbrun.main(["check", str(path)]) == 0
-    assert nbrun.main(["run", "--out", str(tmp_path)]) == 2  # nothing named
+    assert notebooks_main(["strip", str(path)]) == 0
+    assert notebooks_main(["sync", str(path)]) == 0
+    assert notebooks_main(["check", str(path)]) == 0
+    assert notebooks_main(["run", "--out", str(tmp_path)]) == 2  # nothing named
     assert "--all" in capsys.readouterr().err
 
 

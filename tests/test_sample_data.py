@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from ampxfer_lib.cli.sample_data import main as sample_data_main
 from ampxfer_lib.sample_data import files as sd
 from ampxfer_lib.sample_data.devices import DEVICES, render_device
 from ampxfer_lib.errors import AmpxferError, AudioError, ConfigError
@@ -171,7 +172,7 @@ def test_ensure_sample_data_renders_verifies_and_never_rewrites(tmp_path, ref):
         sd.ensure_sample_data(root, progress=False, devices=pedals)
     sd.ensure_sample_data(root, progress=False, rerender=True, devices=pedals)
     sd.verify_file(target, ref["files"]["rendered/mt2.flac"])
-    assert sd.main(["--check", "--root", str(root)]) == 0
+    assert sample_data_main(["--check", "--root", str(root)]) == 0
 
 
 def test_missing_di_is_synthesised_and_a_damaged_one_is_reported(tmp_path, monkeypatch, ref, di):

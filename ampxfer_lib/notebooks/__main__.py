@@ -1,5 +1,5 @@
 import sys
 
-from ampxfer_lib.notebooks.runner import main
+from ampxfer_lib.cli.notebooks import main
 
 sys.exit(main())

@@ -10,24 +10,18 @@ The suite shares one work folder between notebooks 01-04, which hand work to eac
 through files only (01 writes prepared data, 02 and 03 train into a study folder, 04 reads the
 runs); notebook 05 gets a folder of its own inside it.
 
-Command line::
-
-    python -m ampxfer_lib.notebooks run --all --out out/demo [--smoke] [--budget demo|article]
-    python -m ampxfer_lib.notebooks run 01 02 --out out/demo --set EPOCHS_FULL=4
-    python -m ampxfer_lib.notebooks strip [notebooks/*.ipynb]      outputs out, before committing
-    python -m ampxfer_lib.notebooks check                           no outputs, one parameters cell
-    python -m ampxfer_lib.notebooks sync                            Colab set-up cells = colab.setup_cell_source()
+The suite's notebooks are found in :data:`NOTEBOOK_DIR`, the ``notebooks/`` folder of the
+source checkout this package runs from; an installed package has no such folder, so pass
+``folder=`` (the command line's ``--notebooks DIR``). The command line is
+:mod:`ampxfer_lib.cli.notebooks` (``python -m ampxfer_lib.notebooks``).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,8 +30,11 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from ampxfer_lib.errors import AmpxferError, ConfigError
 from ampxfer_lib.fileio import PathLike, atomic_write_text
+from ampxfer_lib.notebooks.suite import SMOKE_ENV
+from ampxfer_lib.paths import checkout_dir
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+#: The suite's notebooks in a source checkout (the default ``folder``).
+NOTEBOOK_DIR = checkout_dir("notebooks")
 #: The suite, in the order the notebooks depend on each other.
 SUITE = ("01_data_prep.ipynb", "02_baseline_training.ipynb", "03_transfer_training.ipynb",
          "04_ab_listening.ipynb", "05_conditioned_transfer.ipynb")
@@ -47,7 +44,6 @@ OWN_FOLDER = {"05_conditioned_transfer.ipynb": "05_conditioned"}
 BUDGETS = ("demo", "article")
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
-SMOKE_ENV = "AMPXFER_SMOKE"
 
 
 class NotebookError(AmpxferError):
@@ -64,7 +60,8 @@ class NotebookRun:
 
 # --------------------------------------------------------------------------- notebook files
 
-def _read(path: PathLike):
+def read_notebook(path: PathLike):
+    """A notebook file as an nbformat v4 node (ConfigError naming the file when it is unreadable)."""
     import nbformat
 
     try:
@@ -75,7 +72,8 @@ def _read(path: PathLike):
         raise ConfigError(f"{path}: not a readable notebook ({type(exc).__name__}: {exc})") from None
 
 
-def _write(nb, path: PathLike) -> None:
+def write_notebook(nb, path: PathLike) -> None:
+    """Write ``nb`` to ``path`` atomically."""
     import nbformat
 
     atomic_write_text(path, nbformat.writes(nb))
@@ -171,7 +169,7 @@ def problems(path: PathLike) -> List[str]:
     """What is wrong with a committed notebook: outputs, parameters cell, set-up cell."""
     from ampxfer_lib.notebooks.colab import setup_cell_source
 
-    nb = _read(path)
+    nb = read_notebook(path)
     found = []
     if has_outputs(nb):
         found.append(f"{path}: has outputs or execution counts; run `python -m ampxfer_lib.notebooks strip {path}`")
@@ -189,12 +187,12 @@ def sync_setup_cell(path: PathLike) -> bool:
     """Make the first code cell the canonical Colab set-up cell; True if the file changed."""
     from ampxfer_lib.notebooks.colab import setup_cell_source
 
-    nb = _read(path)
+    nb = read_notebook(path)
     cell = nb.cells[setup_cell(nb)]
     if cell.source == setup_cell_source():
         return False
     cell.source = setup_cell_source()
-    _write(nb, path)
+    write_notebook(nb, path)
     return True
 
 
@@ -240,7 +238,7 @@ def run_notebook(path: PathLike, out_path: PathLike, params: Optional[Dict[str, 
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-    nb = inject_parameters(_read(path), params or {})
+    nb = inject_parameters(read_notebook(path), params or {})
     out_path = Path(out_path)
     cwd = Path(cwd or os.getcwd())
     sockets = None
@@ -260,7 +258,7 @@ def run_notebook(path: PathLike, out_path: PathLike, params: Optional[Dict[str, 
         with _environment(env):
             client.execute()
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
-        _write(nb, out_path)
+        write_notebook(nb, out_path)
         raise NotebookError(f"{Path(path).name} failed at {_failure(nb, exc)}; the executed copy is {out_path}") from None
     finally:
         # nbclient only stops kernels it started itself; ours would linger until we exit.
@@ -268,7 +266,7 @@ def run_notebook(path: PathLike, out_path: PathLike, params: Optional[Dict[str, 
             km.shutdown_kernel(now=False)  # also removes its connection file
         if sockets:
             shutil.rmtree(sockets, ignore_errors=True)
-    _write(nb, out_path)
+    write_notebook(nb, out_path)
     return time.monotonic() - t0
 
 
@@ -285,18 +283,19 @@ def suite_params(name: str, out_dir: Path, budget: Optional[str], nb) -> Dict[st
 
 def run_suite(out_dir: PathLike, names: Optional[Sequence[str]] = None, smoke: bool = False,
               budget: Optional[str] = None, extra: Optional[Dict[str, object]] = None, timeout: float = 3600,
-              log: Callable[[str], None] = print) -> List[NotebookRun]:
+              log: Callable[[str], None] = print, folder: PathLike = NOTEBOOK_DIR) -> List[NotebookRun]:
     """Run notebooks in suite order into ``out_dir`` (executed copies and all their files).
 
-    ``extra`` parameters go to every notebook that defines them (at least one must).
+    ``extra`` parameters go to every notebook that defines them (at least one must);
+    ``folder`` holds the suite's notebooks.
     """
     if budget is not None and budget not in BUDGETS:
         raise ConfigError(f"--budget must be one of {', '.join(BUDGETS)}, not {budget!r}")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    paths = find_notebooks(names)
+    paths = find_notebooks(names, folder)
     extra = dict(extra or {})
-    notebooks = [(p, _read(p)) for p in paths]
+    notebooks = [(p, read_notebook(p)) for p in paths]
     unused = set(extra) - {n for _, nb in notebooks for n in parameter_names(nb)}
     if unused:
         raise ConfigError(f"no notebook has the parameter(s) {', '.join(sorted(unused))}")
@@ -313,67 +312,3 @@ def run_suite(out_dir: PathLike, names: Optional[Sequence[str]] = None, smoke: b
         runs.append(NotebookRun(path.name, path, target, seconds))
     log(f"{len(runs)} notebook(s) in {time.monotonic() - t_all:.0f} s; outputs in {out}")
     return runs
-
-
-# --------------------------------------------------------------------------- command line
-
-def _key_values(items: Sequence[str]) -> Dict[str, object]:
-    out: Dict[str, object] = {}
-    for item in items or ():
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected NAME=VALUE")
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
-    return out
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ampxfer_lib.notebooks", description="Run and tidy the notebook suite.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="execute notebooks into an output folder")
-    p.add_argument("names", nargs="*", help="notebooks by number or name (default with --all: the whole suite)")
-    p.add_argument("--all", action="store_true", help="the whole suite, in order")
-    p.add_argument("--out", required=True, help="output folder: executed notebooks and everything they write")
-    p.add_argument("--smoke", action="store_true", help="AMPXFER_SMOKE=1: tiny data and budgets (CI)")
-    p.add_argument("--budget", choices=BUDGETS, default=None, help="training budget (default: the notebooks' own, demo)")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a notebook parameter")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per cell (default 600 smoke, 6 h otherwise)")
-    for name, text in (("strip", "remove outputs (before committing)"), ("check", "report notebooks with outputs "
-                       "or without the set-up/parameters cells"), ("sync", "rewrite the Colab set-up cells")):
-        q = sub.add_parser(name, help=text)
-        q.add_argument("paths", nargs="*", help="notebooks (default: the suite)")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "run":
-            if not args.all and not args.names:
-                raise ConfigError("name the notebooks to run, or pass --all")
-            timeout = args.timeout or (600 if args.smoke else 6 * 3600)
-            run_suite(args.out, None if args.all else args.names, smoke=args.smoke, budget=args.budget,
-                      extra=_key_values(args.set), timeout=timeout)
-            return 0
-        paths = [Path(p) for p in args.paths] or find_notebooks()
-        if args.command == "strip":
-            for path in paths:
-                nb = _read(path)
-                if has_outputs(nb) or "widgets" in nb.metadata:
-                    _write(strip_outputs(nb), path)
-                    print(f"stripped {path}")
-        elif args.command == "sync":
-            for path in paths:
-                if sync_setup_cell(path):
-                    print(f"updated the set-up cell of {path}")
-        else:
-            found = [line for path in paths for line in problems(path)]
-            print("\n".join(found) or f"{len(paths)} notebook(s) ok")
-            return 1 if found else 0
-    except AmpxferError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

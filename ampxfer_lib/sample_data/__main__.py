@@ -1,5 +1,5 @@
 import sys
 
-from ampxfer_lib.sample_data.files import main
+from ampxfer_lib.cli.sample_data import main
 
 sys.exit(main())

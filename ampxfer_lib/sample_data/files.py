@@ -21,17 +21,16 @@ rewritten; one that does not is reported with the command that regenerates it.
 
 Public: :data:`SAMPLE_DIR`, :class:`SampleData`, :func:`ensure_sample_data`,
 :func:`render_conditioned_captures`, :func:`record_device`; command line
-``python -m ampxfer_lib.sample_data [--check | --render | --rebuild-reference]``.
+``python -m ampxfer_lib.sample_data [--check | --render | --rebuild-reference]``
+(:mod:`ampxfer_lib.cli.sample_data`).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -42,6 +41,7 @@ import soundfile as sf
 from ampxfer_lib.sample_data.devices import DEVICES, PAIRS, render_device
 from ampxfer_lib.errors import AmpxferError, AudioError, ConfigError
 from ampxfer_lib.fileio import atomic_write_bytes, atomic_write_json
+from ampxfer_lib.paths import checkout_dir
 
 SAMPLE_RATE = 48000
 SECONDS = 210.0
@@ -56,7 +56,8 @@ DI_NAME = "di.flac"
 CHECKSUMS_NAME = "CHECKSUMS.json"
 RENDERED_DIR = "rendered"
 PREVIEW_DIR = "preview"
-_REPO_SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
+#: The sample data of a source checkout (an installed package has none: pass ``root``).
+CHECKOUT_SAMPLE_DIR = checkout_dir("sample_data")
 _REGENERATE = "python -m ampxfer_lib.sample_data --render"
 
 PathLike = Union[str, os.PathLike]
@@ -65,7 +66,7 @@ PathLike = Union[str, os.PathLike]
 def sample_dir() -> Path:
     """The sample data folder: $AMPXFER_SAMPLE_DIR if set, else the repository's sample_data/."""
     env = os.environ.get("AMPXFER_SAMPLE_DIR")
-    return Path(env).expanduser() if env else _REPO_SAMPLE_DIR
+    return Path(env).expanduser() if env else CHECKOUT_SAMPLE_DIR
 
 
 SAMPLE_DIR: Path = sample_dir()
@@ -149,12 +150,12 @@ def _encode(x: np.ndarray, subtype: str) -> Tuple[bytes, np.ndarray]:
 
 def load_reference(root: Optional[PathLike] = None) -> dict:
     """The stored checksums: ``root``/CHECKSUMS.json, else the repository's copy."""
-    for folder in ([Path(root)] if root else []) + [_REPO_SAMPLE_DIR]:
+    for folder in ([Path(root)] if root else []) + [CHECKOUT_SAMPLE_DIR]:
         path = folder / CHECKSUMS_NAME
         if path.is_file():
             with open(path, "r", encoding="utf-8") as f:
                 return json.load(f)
-    raise AmpxferError(f"{_REPO_SAMPLE_DIR / CHECKSUMS_NAME}: missing; the sample data checksums "
+    raise AmpxferError(f"{CHECKOUT_SAMPLE_DIR / CHECKSUMS_NAME}: missing; the sample data checksums "
                        "ship with the repository: restore it with `git checkout -- sample_data`")
 
 
@@ -423,36 +424,3 @@ def check(root: Optional[PathLike] = None) -> List[str]:
                         what="committed file")
         lines.append(f"ok        {rel}")
     return lines
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ampxfer_lib.sample_data",
-                                     description="Check or render the ampxfer sample data.")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="verify existing files, render nothing")
-    mode.add_argument("--render", action="store_true",
-                      help="render missing recordings and re-render ones that fail verification (default)")
-    mode.add_argument("--rebuild-reference", action="store_true",
-                      help="maintainers: rebuild di.flac, previews and CHECKSUMS.json in --root")
-    parser.add_argument("--root", default=None, help="sample data folder (default: $AMPXFER_SAMPLE_DIR "
-                        "or the repository's sample_data/)")
-    args = parser.parse_args(argv)
-    try:
-        if args.rebuild_reference:
-            rebuild_reference(args.root or _REPO_SAMPLE_DIR)
-            print(f"rebuilt the reference in {args.root or _REPO_SAMPLE_DIR}")
-        elif args.check:
-            print("\n".join(check(args.root)))
-        else:
-            data = ensure_sample_data(args.root, rerender=True)
-            print(f"DI: {data.di}")
-            for name, path in data.targets.items():
-                print(f"{name}: {path} (latency {data.latency_samples[name]} samples)")
-    except AmpxferError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1250,11 +1250,11 @@ def _api_sample_data(root: Path):
       error=r"^error: \S*di\.flac: (the sample DI differs from the reference|cannot be read as audio) .*"
             r"restore it with `git checkout -- sample_data/di\.flac`")
 def _(fx, d):
-    from ampxfer_lib.sample_data.files import CHECKSUMS_NAME, DI_NAME, _REPO_SAMPLE_DIR
+    from ampxfer_lib.sample_data.files import CHECKSUMS_NAME, DI_NAME, CHECKOUT_SAMPLE_DIR
 
     root = d / "sample"
     root.mkdir()
-    shutil.copyfile(_REPO_SAMPLE_DIR / CHECKSUMS_NAME, root / CHECKSUMS_NAME)
+    shutil.copyfile(CHECKOUT_SAMPLE_DIR / CHECKSUMS_NAME, root / CHECKSUMS_NAME)
     x = fx.di(2.0, 48000)
     write_audio_file(root / DI_NAME, x, 48000, "PCM_16")
     make_read_only(root)

@@ -1,16 +1,19 @@
-"""``ampxfer export`` and ``ampxfer import``: from a run to a plugin, and back.
+"""``ampxfer export``, ``import`` and ``rank``: models to and from plugins, and which model to start from.
 
 ``export --model M.json|RUN --format neuralpi|rtneural|nam --out FILE`` writes a model for a
 plugin and prints which plugins load the result; ``import --model FILE --out M.json`` turns
 any supported file (format recognised from its content) into the native AGAM JSON that
-training, rendering and evaluation read.
+training, rendering and evaluation read; ``rank --library DIR --data DATA`` scores a folder of
+models as starting points for a target (:mod:`ampxfer_lib.transfer.rank`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+from ampxfer_lib.cli.common import resolve_model_path
 from ampxfer_lib.errors import ConfigError
 
 FORMAT_CHOICES = ("neuralpi", "rtneural", "nam", "agam", "proteus", "aidax")
@@ -41,7 +44,6 @@ def add_export(sub) -> None:
 
 
 def run_export(args) -> int:
-    from ampxfer_lib.cli.main import resolve_model_path
     from ampxfer_lib.model.formats import canonical_format, export_model, load_model
 
     model_path = resolve_model_path(args.model)
@@ -86,4 +88,63 @@ def run_import(args) -> int:
           f"skip {'on' if cfg.skip else 'off'}, {cfg.sample_rate} Hz)")
     for line in weights.metadata.get("import_notes", []):
         print(f"  note: {line}")
+    return 0
+
+
+def add_rank(sub) -> None:
+    from ampxfer_lib.transfer.rank import SCORES, RankConfig
+
+    p = sub.add_parser("rank", help="rank a folder of pretrained models as starting points for your data",
+                       description="Score every model JSON in --library on the prepared --data (zero-shot "
+                                   "ESR after output-level matching; optionally a short fine-tune probe of "
+                                   "the best few) and list them best first.")
+    p.add_argument("--library", required=True, help="folder of AGAM/NeuralPi model .json files (searched recursively)")
+    p.add_argument("--data", required=True, help="prepared data folder of the target device")
+    p.add_argument("--top", type=int, default=None, help="show only the best K")
+    p.add_argument("--json", action="store_true", help='print a JSON list of {"model", "score", ...}, best first')
+    p.add_argument("--probe-seconds", type=float, default=RankConfig.probe_seconds,
+                   help="seconds of training audio scored zero-shot")
+    p.add_argument("--score", default=RankConfig.score, choices=SCORES,
+                   help="zero-shot score: plain ESR, after output-level matching, or after refitting the "
+                        "dense layer (default %(default)s)")
+    p.add_argument("--finetune-top", type=int, default=RankConfig.finetune_top,
+                   help="fine-tune probe for the best N (slower, more reliable; 0: off)")
+    p.add_argument("--knob-values", type=float, nargs="+", default=list(RankConfig.knob_values),
+                   help="knob values tried for conditioned models")
+    p.add_argument("--export-best", default=None, metavar="MODEL.json",
+                   help="write the best starting model (knobs folded) for train --init-from")
+    p.add_argument("--refit-head", action="store_true",
+                   help="--export-best with the least-squares dense layer (matches level and polarity; "
+                        "helped 5 of 7 real targets in bench/RESULTS_rank.md)")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=run_rank)
+
+
+def run_rank(args) -> int:
+    from ampxfer_lib.transfer.rank import RankConfig, export_starting_model, rank_library
+
+    config = RankConfig(probe_seconds=args.probe_seconds, score=args.score,
+                        finetune_top=args.finetune_top, knob_values=tuple(args.knob_values), threads=args.threads)
+    entries = rank_library(args.library, args.data, config, progress=not args.json)
+    ranked = [e for e in entries if e["score"] is not None]
+    shown = ranked[:args.top] if args.top else ranked
+    if args.export_best:
+        if not ranked:
+            raise ConfigError(f"{args.library}: no model could be scored for {args.data}; nothing to export")
+        if Path(args.export_best).exists():
+            raise ConfigError(f"{args.export_best}: exists; choose another --export-best file")
+        export_starting_model(ranked[0], args.export_best, refit_head=args.refit_head)
+    if args.json:
+        print(json.dumps(shown + ([] if args.top else [e for e in entries if e["score"] is None])))
+        return 0
+    print(f"{'rank':>4}  {'score':>9}  {'ESR':>9}  {'gain':>7}  model")
+    for e in shown:
+        knobs = f"  (knobs {', '.join(f'{k:g}' for k in e['knobs'])})" if e["knobs"] else ""
+        probe = f"  probe {e['probe_esr']:.4f}" if "probe_esr" in e else ""
+        print(f"{e['rank']:>4}  {e['score']:9.4f}  {e['esr']:9.4f}  {e['gain']:7.3f}  {Path(e['model']).name}{knobs}{probe}")
+    for e in entries:
+        if e["score"] is None:
+            print(f"   -  skipped {Path(e['model']).name}: {e['skipped']}")
+    if args.export_best:
+        print(f"wrote {args.export_best}: start a run with train --init-from {args.export_best}")
     return 0
