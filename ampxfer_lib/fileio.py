@@ -18,11 +18,10 @@ import errno
 import hashlib
 import json
 import os
-import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 from ampxfer_lib.errors import OutputError
 
@@ -36,23 +35,15 @@ _TRANSIENT = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EINTR
               getattr(errno, "ENOTCONN", -1), getattr(errno, "ESTALE", -1)}
 #: Seconds to wait before each retry of a failed write.
 RETRY_DELAYS = (0.5, 2.0)
-#: Test hook: ``N`` or ``N:STAGE`` makes this process SIGKILL itself at its N-th atomic write,
-#: at STAGE ``partial`` (half the temporary file written), ``written`` (temporary file complete,
-#: the default) or ``renamed`` (new file in place). Used by the kill-and-resume tests.
-FAULT_ENV = "AMPXFER_FAULT_KILL_WRITE"
-_writes = 0
-
-
-def _fault_point(stage: str) -> None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    n, _, want = spec.partition(":")
-    if _writes == int(n) and stage == (want or "written"):
-        os.kill(os.getpid(), signal.SIGKILL)
+#: A function called at three moments of every atomic write, ``observer(stage, path)``:
+#: ``partial`` (half the temporary file written and flushed), ``written`` (the temporary file
+#: complete) and ``renamed`` (the new file in place). None in production; a test installs one
+#: to simulate a crash at an exact point of a write (tests/support/killing_run.py).
+write_observer: Optional[Callable[[str, Path], None]] = None
 
 
 def _write_once(path: Path, data: bytes) -> None:
+    observe = write_observer
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         try:
@@ -61,16 +52,17 @@ def _write_once(path: Path, data: bytes) -> None:
         except OSError:
             pass  # some FUSE mounts (Google Drive) have no permissions to set
         with os.fdopen(fd, "wb") as f:
-            if os.environ.get(FAULT_ENV):
+            if observe is None:
+                f.write(data)
+            else:
                 f.write(data[: len(data) // 2])
                 f.flush()
-                _fault_point("partial")
+                observe("partial", path)
                 f.write(data[len(data) // 2:])
-            else:
-                f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        _fault_point("written")
+        if observe is not None:
+            observe("written", path)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -78,15 +70,14 @@ def _write_once(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
-    _fault_point("renamed")
+    if observe is not None:
+        observe("renamed", path)
     _fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Replace ``path`` by ``data`` atomically (the folder is created if needed)."""
-    global _writes
     path = Path(path)
-    _writes += 1
     make_dirs(path.parent)
     for attempt in range(len(RETRY_DELAYS) + 1):
         try:

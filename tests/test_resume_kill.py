@@ -2,8 +2,9 @@
 
 Training runs here are real processes killed by a real SIGKILL: forked children of the test
 process (cheap: torch and the LSTM kernels are already loaded) that kill themselves at a
-chosen atomic write (``AMPXFER_FAULT_KILL_WRITE``: half-way through the temporary file, with
-it complete, or just after the rename), plus ``python -m ampxfer_lib`` subprocesses killed
+chosen atomic write (a kill point that ``tests/support/killing_run.py`` installs as the file
+writes' observer: half-way through the temporary file, with it complete, or just after the
+rename), plus ``python -m ampxfer_lib`` subprocesses killed
 from outside at a moment given by the clock. The reference is the same command run without
 interruption, in-process; a resumed run must end with the same history (elapsed_s aside),
 byte-identical model_best.json and model_last.json, the same summary, and no temporary files.
@@ -23,11 +24,12 @@ import pytest
 from ampxfer_lib.training import checkpoint as ckpt
 from ampxfer_lib import fileio
 from ampxfer_lib.cli.main import main
+from tests.support import killing_run
 from tests.support.faults import compare_runs, kill_during, resume_argv
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork (POSIX)")
 
-STAGES = ("partial", "written", "renamed")
+STAGES = killing_run.STAGES
 
 
 def _child(argv, kill=None, cwd=None) -> int:
@@ -41,11 +43,7 @@ def _child(argv, kill=None, cwd=None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
-            fileio._writes = 0
-            if kill:
-                os.environ[fileio.FAULT_ENV] = kill
-            else:
-                os.environ.pop(fileio.FAULT_ENV, None)
+            killing_run.install(kill)
             if cwd:
                 os.chdir(cwd)
             code = main(argv)
@@ -181,3 +179,29 @@ def test_sigkill_from_outside_at_random_moments(small_data, reference, tmp_path)
     code, _, err = run_subprocess(argv)
     assert code == 0, err
     assert compare_runs(ref, out) == []
+
+
+def test_the_launcher_kills_a_fresh_interpreter_at_the_same_point(small_data, reference, tmp_path):
+    """``python -m tests.support.killing_run N:STAGE -- ARGV``: the kill point from outside the
+    test process (as a benchmark would run it), here just after config.json is in place."""
+    import subprocess
+    from pathlib import Path
+
+    ref, written = reference
+    assert written[0] == "config.json"
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "run"
+    argv = resume_argv(small_data, out, seed=3)
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "tests.support.killing_run", "1:renamed", "--", *argv], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (out / ckpt.CONFIG).is_file() and not (out / "checkpoint.pt").exists()
+    assert _child(argv) == 0
+    assert compare_runs(ref, out) == []
+
+
+@pytest.mark.parametrize("spec", ["0", "2:later", "x"])
+def test_a_bad_kill_point_is_refused(spec):
+    with pytest.raises(ValueError):
+        killing_run.kill_point(spec)
