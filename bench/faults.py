@@ -5,7 +5,7 @@ Usage::
     python bench/faults.py [--seeds 0 1 2] [--kills 10] [--epochs 4] [--hidden 8]
                            [--skip-catalogue] [--skip-resume] [--only NAME ...] [--keep DIR]
 
-1. Catalogue: every case of :mod:`ampxfer_lib.faults` (bad recordings, bad model files, bad
+1. Catalogue: every case of ``tests/support/faults.py`` (bad recordings, bad model files, bad
    folders, warnings, accepted formats) through ``python -m ampxfer_lib ...`` in a fresh
    interpreter, checked like ``tests/test_faults.py`` does in-process: exit status, one
    ``error:`` line matching the expected words, no traceback, warnings recorded, nothing

@@ -1,4 +1,4 @@
-"""Every case of the fault catalogue (ampxfer_lib/faults.py) gets its expected answer.
+"""Every case of the fault catalogue (tests/support/faults.py) gets its expected answer.
 
 In-process through ``cli.main`` (the notebooks' cases through the library call), each case
 with its own read-only fixture files: the exit status, the single ``error: FILE: what; fix``
