@@ -27,7 +27,7 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch):
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     out = tmp_path / "out" / "notebooks" / "05"
-    for name in ("model_aidax.json", "model_neuralpi.json", "curves.png"):
+    for name in ("model_aidax.json", "model_neuralpi.json", "figures/05_curves.png"):
         assert (out / name).exists(), name
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "(smoke mode)" in text and "transfer" in text and "AIDA-X" in text
