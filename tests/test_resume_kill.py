@@ -12,7 +12,6 @@ byte-identical model_best.json and model_last.json, the same summary, and no tem
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil

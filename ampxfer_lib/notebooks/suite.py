@@ -20,7 +20,6 @@ the published recipe (early stopping, no cap that matters: hours on a CPU). Smok
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import replace
@@ -29,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ampxfer_lib.data.dataset import MANIFEST, CaptureSpec, PrepareConfig, load_dataset, prepare
+from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, load_dataset, prepare
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike, atomic_write_json
 
