@@ -17,7 +17,9 @@ from ampxfer_lib.model.network import ModelConfig, new_model
 from ampxfer_lib.study.report import RESULT_COLUMNS
 from ampxfer_lib.study.plan import (InProcessExecutor, StudyConfig, load_study, make_executor, plan_study, run_state,
                                run_study, shipped_studies)
-from ampxfer_lib.training.loop import Callback, Trainer, make_config
+from ampxfer_lib.training.callbacks import Callback
+from ampxfer_lib.training.config import make_config
+from ampxfer_lib.training.loop import Trainer
 from ampxfer_lib.transfer.init_from import fold_knobs
 
 from conftest import file_hashes

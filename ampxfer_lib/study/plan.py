@@ -41,7 +41,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 from ampxfer_lib.training import checkpoint as ckpt
 from ampxfer_lib.errors import ConfigError, RunFolderError, TrainingDiverged
 from ampxfer_lib.fileio import PathLike, atomic_write_json
-from ampxfer_lib.training.loop import PRESETS, TrainConfig, make_config
+from ampxfer_lib.training.config import PRESETS, TrainConfig, make_config
 
 ROLES = ("source", "scratch", "transfer")
 DATA_SIZES = ("full", "limited")
