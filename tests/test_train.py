@@ -287,3 +287,22 @@ def test_summary_is_rewritten_when_a_kill_lost_it(small_data, tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text()) == again
     assert {k: v for k, v in again.items() if k != "train_seconds"} == {k: v for k, v in first.items() if k != "train_seconds"}
 
+
+def test_train_log_has_each_line_once_for_plain_and_study_runs(small_data, tmp_path):
+    """A run folder has one writer of its train.log, whoever starts the run: a plain
+    train() and a study's unit (plan.execute_run) both leave exactly one block of
+    header, start line, epoch 0 and 1 and 2, end line."""
+    from ampxfer_lib.study.plan import RunSpec, execute_run
+
+    cfg = make_config(small_data, hidden_size=4, max_epochs=2, batch_size=4)
+    expected = ["---", "training ", "epoch    0  val", "epoch    1  train", "epoch    2  train", "done (max_epochs)"]
+    train(cfg, tmp_path / "plain")
+    spec = RunSpec("scratch/x/full/seed0", "scratch", ("x",), "x", "full", 0, cfg, str(tmp_path / "study"))
+    execute_run(spec)
+    for name in ("plain", "study"):
+        lines = (tmp_path / name / "train.log").read_text().splitlines()
+        assert len(lines) == 6 and all(l.startswith(s) for l, s in zip(lines, expected)), (name, lines)
+    # a finished run asked again adds one block of two lines: header, "already complete"
+    execute_run(spec)
+    lines = (tmp_path / "study" / "train.log").read_text().splitlines()
+    assert len(lines) == 8 and lines[6].startswith("---") and lines[7].startswith("already complete"), lines
