@@ -36,7 +36,7 @@ from ampxfer_lib.fileio import PathLike
 from ampxfer_lib.model import cpu_lstm
 from ampxfer_lib.model.network import AmpLSTM, ModelConfig, new_model
 from ampxfer_lib.training import checkpoint as ckpt
-from ampxfer_lib.training.callbacks import Callback, LogFile, Report
+from ampxfer_lib.training.callbacks import Callback, LogFile, Report, RunView
 from ampxfer_lib.training.config import TrainConfig, epoch_lr
 from ampxfer_lib.training.evaluate import evaluate, predict
 from ampxfer_lib.training.losses import esr_numpy, make_loss
@@ -169,7 +169,7 @@ def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] 
             return result
 
 
-class Trainer:
+class Trainer(Callback):
     """:func:`train` as an object, for callers that ask afterwards whether the folder held a
     finished run (``already_complete``). Adds no ``train.log`` (``train(..., log=False)``)."""
 
@@ -180,13 +180,10 @@ class Trainer:
         self.already_complete = False
 
     def run(self) -> dict:
-        trainer = self
+        return train(self.config, self.out_dir, self.callbacks + [self], self.overwrite, log=False)
 
-        class Outcome(Callback):
-            def on_end(self, run, summary):
-                trainer.already_complete = run.already_complete
-
-        return train(self.config, self.out_dir, self.callbacks + [Outcome()], self.overwrite, log=False)
+    def on_end(self, run: RunView, summary: dict) -> None:
+        self.already_complete = run.already_complete
 
 
 # --------------------------------------------------------------------------- setup
