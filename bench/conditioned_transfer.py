@@ -43,7 +43,8 @@ import torch  # noqa: E402
 
 from ampxfer_lib.transfer.conditioning import knob_table, prepare_knob_dataset, realdata_dir  # noqa: E402
 from ampxfer_lib.training.evaluate import evaluate  # noqa: E402
-from ampxfer_lib.training.loop import make_config, train  # noqa: E402
+from ampxfer_lib.training.config import make_config  # noqa: E402
+from ampxfer_lib.training.loop import train  # noqa: E402
 
 #: Another device's conditioned capture to transfer from (the snapshots: conditioning.REAL_DEVICES).
 CONDITIONED = {"TS9": "BluesJr", "BluesJr": "TS9", "HT40_Overdrive": "TS9"}

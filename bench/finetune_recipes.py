@@ -84,7 +84,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from ampxfer_lib.training.checkpoint import read_history
     from ampxfer_lib.study.report import time_to_quality
-    from ampxfer_lib.training.loop import LogLines, make_config, train
+    from ampxfer_lib.training.callbacks import LogLines
+    from ampxfer_lib.training.config import make_config
+    from ampxfer_lib.training.loop import train
 
     available = cases(args)
     chosen = args.cases or list(available)

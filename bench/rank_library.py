@@ -164,7 +164,9 @@ def main(argv=None) -> int:
 
 def long_check(results, args, real, lib, out, save) -> None:
     """Do the short-budget choices hold over a longer fine-tune with the real trainer?"""
-    from ampxfer_lib.training.loop import LogLines, make_config, train
+    from ampxfer_lib.training.callbacks import LogLines
+    from ampxfer_lib.training.config import make_config
+    from ampxfer_lib.training.loop import train
 
     for name, model, knobs, kind, same, sanity in targets(real):
         if name not in args.long_targets or sanity:

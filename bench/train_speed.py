@@ -259,7 +259,9 @@ def library_run(data_dir: str, preset: str, epochs: int, seed: int, out_dir: str
     import torch
 
     from ampxfer_lib.model import cpu_lstm as lstm_cpu
-    from ampxfer_lib.training.loop import Callback, make_config, train
+    from ampxfer_lib.training.callbacks import Callback
+    from ampxfer_lib.training.config import make_config
+    from ampxfer_lib.training.loop import train
 
     torch.set_num_threads(1)
     c0 = time.process_time()
@@ -418,7 +420,7 @@ def main(argv=None) -> int:
         return 0
     epochs = args.epochs or (2 if args.quick else 10)
     data, note = find_data(args.data)
-    from ampxfer_lib.training.loop import DEFAULT_PRESET
+    from ampxfer_lib.training.config import DEFAULT_PRESET
 
     notes = [f"train_speed: {note}", "reference = AGAM's training code as written, reproducing:"]
     notes += [f"  - {n}" for n in REFERENCE_NOTES]

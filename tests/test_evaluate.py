@@ -37,3 +37,17 @@ def test_model_must_fit_the_data(small_data):
         evaluate(identity(input_size=2), small_data)
     with pytest.raises(ConfigError, match="--rate 48000"):
         evaluate(identity(rate=48000), small_data)
+
+
+def test_a_module_its_weights_and_its_file_score_the_same(small_data, tmp_path):
+    """One path for the trainer's test_esr (a module) and the evaluate command (a file)."""
+    from ampxfer_lib.model.formats import save_model
+    from ampxfer_lib.model.network import new_model
+
+    module = new_model(ModelConfig(hidden_size=5), seed=7)
+    save_model(module.weights(), tmp_path / "m.json")
+    by_module = evaluate(module, small_data)
+    assert by_module == evaluate(module.weights(), small_data) == evaluate(tmp_path / "m.json", small_data)
+    test = load_dataset(small_data).split("test")[0]
+    pred = render(module.weights(), test.input[:, 0], method="numba")  # the renderer, sample by sample
+    assert by_module["test_esr"] == pytest.approx(esr_numpy(pred, test.target), rel=1e-5)

@@ -11,7 +11,8 @@ from ampxfer_lib.model.formats import (canonical_format, export_model, import_mo
                                  save_model)
 from ampxfer_lib.model.network import ModelConfig, new_model
 from ampxfer_lib.model.render import render_sequential
-from ampxfer_lib.training.loop import make_config, train
+from ampxfer_lib.training.config import make_config
+from ampxfer_lib.training.loop import train
 
 from conftest import file_hashes, plucked_notes
 from real_guitar import real_guitar, shared_model

@@ -19,7 +19,9 @@ from ampxfer_lib.study.config import StudyConfig, load_study, shipped_studies
 from ampxfer_lib.study.executors import InProcessExecutor, make_executor
 from ampxfer_lib.study.plan import plan_study, run_state
 from ampxfer_lib.study.run import run_study
-from ampxfer_lib.training.loop import Callback, Trainer, make_config
+from ampxfer_lib.training.callbacks import Callback
+from ampxfer_lib.training.config import make_config
+from ampxfer_lib.training.loop import Trainer
 from ampxfer_lib.transfer.init_from import fold_knobs
 
 from conftest import file_hashes

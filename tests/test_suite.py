@@ -9,7 +9,7 @@ import soundfile as sf
 
 from ampxfer_lib.notebooks import suite
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.training.loop import TrainConfig
+from ampxfer_lib.training.config import TrainConfig
 
 from conftest import file_hashes, write_pair
 

@@ -6,7 +6,10 @@ import torch
 
 from ampxfer_lib.training import checkpoint as ckpt
 from ampxfer_lib.errors import ConfigError, RunFolderError, TrainingDiverged
-from ampxfer_lib.training.loop import PRESETS, Callback, TrainConfig, Trainer, make_config, tbptt_windows, train
+from ampxfer_lib.training.callbacks import Callback
+from ampxfer_lib.training.config import PRESETS, TrainConfig, make_config
+from ampxfer_lib.training.loop import Trainer, train
+from ampxfer_lib.training.tbptt import tbptt_windows
 
 
 def test_agam_preset_is_the_article_recipe():
@@ -83,7 +86,8 @@ class StopAt(Callback):
 
 
 def _strip(history):
-    return [{k: v for k, v in h.items() if k != "elapsed_s"} for h in history]
+    """History without its clock readings (wall and CPU seconds), which no two runs share."""
+    return [{k: v for k, v in h.items() if k not in ("elapsed_s", "cpu_s")} for h in history]
 
 
 @pytest.mark.parametrize("stop", [StopAt(3), StopAt(4, batch=2)])
@@ -176,7 +180,7 @@ def test_grad_clip_and_data_errors(small_data, tmp_path):
 
 
 def test_fast_preset_is_the_default_and_round_trips():
-    from ampxfer_lib.training.loop import DEFAULT_PRESET, epoch_lr
+    from ampxfer_lib.training.config import DEFAULT_PRESET, epoch_lr
 
     assert DEFAULT_PRESET == "fast"
     cfg = make_config("d")
@@ -282,3 +286,128 @@ def test_summary_is_rewritten_when_a_kill_lost_it(small_data, tmp_path):
     again = train(cfg, tmp_path / "run")
     assert json.loads((tmp_path / "run" / "summary.json").read_text()) == again
     assert {k: v for k, v in again.items() if k != "train_seconds"} == {k: v for k, v in first.items() if k != "train_seconds"}
+
+
+def test_train_log_has_each_line_once_for_plain_and_study_runs(small_data, tmp_path):
+    """A run folder has one writer of its train.log, whoever starts the run: a plain
+    train() and a study's unit (plan.execute_run) both leave exactly one block of
+    header, start line, epoch 0 and 1 and 2, end line."""
+    from ampxfer_lib.study.executors import execute_run
+    from ampxfer_lib.study.plan import RunSpec
+
+    cfg = make_config(small_data, hidden_size=4, max_epochs=2, batch_size=4)
+    expected = ["---", "training ", "epoch    0  val", "epoch    1  train", "epoch    2  train", "done (max_epochs)"]
+    train(cfg, tmp_path / "plain")
+    spec = RunSpec("scratch/x/full/seed0", "scratch", ("x",), "x", "full", 0, cfg, str(tmp_path / "study"))
+    execute_run(spec)
+    for name in ("plain", "study"):
+        lines = (tmp_path / name / "train.log").read_text().splitlines()
+        assert len(lines) == 6 and all(l.startswith(s) for l, s in zip(lines, expected)), (name, lines)
+    # a finished run asked again adds one block of two lines: header, "already complete"
+    execute_run(spec)
+    lines = (tmp_path / "study" / "train.log").read_text().splitlines()
+    assert len(lines) == 8 and lines[6].startswith("---") and lines[7].startswith("already complete"), lines
+
+
+def test_history_records_val_esr_and_cpu_time(small_data, tmp_path):
+    """val_esr is the plain ESR of the validation the record comes from (None where none ran),
+    the same number as evaluating the saved model; cpu_s accumulates like elapsed_s."""
+    from ampxfer_lib.training.evaluate import evaluate
+
+    cfg = make_config(small_data, "agam", hidden_size=4, max_epochs=3, batch_size=4, seed=1)
+    summary = train(cfg, tmp_path / "run", log=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["val_esr"] is None for h in history] == [h["val_loss"] is None for h in history] == \
+        [False, True, False, False]  # epoch 0, every 2nd epoch, and the last one
+    assert summary["best_val_esr"] == history[summary["best_epoch"]]["val_esr"]
+    assert summary["best_val_esr"] == evaluate(tmp_path / "run" / "model_best.json", small_data, "val")["val_esr"]
+    assert history[-1]["val_esr"] == evaluate(tmp_path / "run" / "model_last.json", small_data, "val")["val_esr"]
+    assert summary["test_esr"] == evaluate(tmp_path / "run" / "model_best.json", small_data)["test_esr"]
+    cpu = [h["cpu_s"] for h in history]
+    assert cpu[0] == 0.0 and all(b > a for a, b in zip(cpu, cpu[1:])), cpu
+
+
+def test_resumed_runs_continue_the_cpu_count_and_old_checkpoints_still_load(small_data, tmp_path):
+    cfg = make_config(small_data, hidden_size=4, max_epochs=4, batch_size=4, seed=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", callbacks=[StopAt(2)], log=False)
+    train(cfg, tmp_path / "run", log=False)
+    cpu = [h["cpu_s"] for h in json.loads((tmp_path / "run" / "history.json").read_text())]
+    assert all(b > a for a, b in zip(cpu, cpu[1:])), cpu  # epoch 3 counts on from epoch 2
+
+    # A checkpoint written before val_esr and cpu_s existed resumes; its records keep their keys.
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "old", callbacks=[StopAt(2)], log=False)
+    state = ckpt.load_checkpoint(tmp_path / "old")
+    del state["cpu_seconds"]
+    state["history"] = [{k: v for k, v in h.items() if k not in ("val_esr", "cpu_s")} for h in state["history"]]
+    ckpt.save_checkpoint(tmp_path / "old", state)
+    summary = train(cfg, tmp_path / "old", log=False)
+    history = json.loads((tmp_path / "old" / "history.json").read_text())
+    assert [("val_esr" in h, "cpu_s" in h) for h in history] == [(False, False)] * 3 + [(True, True)] * 2
+    assert _strip(history) == [{k: v for k, v in h.items() if k != "val_esr"} for h in
+                               _strip(json.loads((tmp_path / "run" / "history.json").read_text()))][:3] + \
+        _strip(json.loads((tmp_path / "run" / "history.json").read_text()))[3:]
+    assert summary["best_val_esr"] == (history[summary["best_epoch"]].get("val_esr"))
+
+
+def test_callbacks_see_a_read_only_view_of_the_run(small_data, tmp_path):
+    import dataclasses
+
+    from ampxfer_lib.training.callbacks import RunView
+
+    class Record(Callback):
+        def __init__(self):
+            self.calls = []
+
+        def on_start(self, run):
+            self.calls.append(("start", run.start_epoch, run.start_batch, len(run.history), run.best_epoch))
+
+        def on_epoch(self, run, record):
+            assert isinstance(run, RunView) and run.history[-1] == record
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                run.best_epoch = 0
+            validated = [h for h in run.history if h["epoch"] > 0 and h["val_loss"] is not None]
+            best = min(validated, key=lambda h: h["val_loss"])
+            self.calls.append(("epoch", record["epoch"], (run.best_epoch, run.best_val_loss) == (best["epoch"], best["val_loss"])))
+
+        def on_end(self, run, summary):
+            self.calls.append(("end", run.already_complete, len(run.history), run.n_segments))
+
+    cfg = make_config(small_data, hidden_size=4, max_epochs=2, batch_size=4)
+    seen = Record()
+    first = train(cfg, tmp_path / "run", [seen], log=False)
+    n = seen.calls[-1][3]
+    assert n in (10, 11)  # 0.5 s segments of about 5.5 s
+    assert seen.calls == [("start", 1, 0, 1, 0), ("epoch", 1, True), ("epoch", 2, True), ("end", False, 3, n)]
+    seen = Record()
+    train(make_config(small_data, hidden_size=4, max_epochs=3, batch_size=4), tmp_path / "run", [seen], log=False)
+    assert seen.calls[0] == ("start", 3, 0, 3, first["best_epoch"]) and seen.calls[-1] == ("end", False, 4, n)
+    seen = Record()
+    train(make_config(small_data, hidden_size=4, max_epochs=3, batch_size=4), tmp_path / "run", [seen], log=False)
+    assert seen.calls == [("end", True, 4, n)]
+
+
+def test_tbptt_batch_carries_the_state_across_windows():
+    """With a learning rate of 0 the weights never move, so each window's loss is the loss of
+    the same slice of one uninterrupted pass after the warm-up: the state is carried, the
+    warm-up is scored nowhere, and there is one optimiser step per window."""
+    from ampxfer_lib.model.network import ModelConfig, new_model
+    from ampxfer_lib.training.losses import LossConfig, make_loss
+    from ampxfer_lib.training.tbptt import tbptt_batch
+
+    model = new_model(ModelConfig(hidden_size=5), seed=4)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(900, 1, 3, generator=gen) * 0.3  # (L, C, B)
+    y = torch.tanh(3 * x[:, 0])  # (L, B)
+    loss_fn = make_loss(LossConfig())
+    windows = tbptt_windows(900, 100, 300)
+    assert windows == [(100, 400), (400, 700), (700, 900)]
+    with torch.no_grad():
+        pred, _ = model.forward_tm(x[100:], model.advance_tm(x[:100]))
+    expected = sum(float(loss_fn(pred[a - 100:b - 100].t(), y[a:b].t())) for a, b in windows) / 3
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    steps = []
+    opt.register_step_post_hook(lambda *a: steps.append(1))
+    got = tbptt_batch(model, opt, loss_fn, x, y, 100, windows)
+    assert float(got) == pytest.approx(expected, rel=1e-6) and len(steps) == 3

@@ -7,7 +7,8 @@ import torch
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.model.network import ModelConfig, new_model
 from ampxfer_lib.model.render import render_sequential
-from ampxfer_lib.training.loop import make_config, train
+from ampxfer_lib.training.config import make_config
+from ampxfer_lib.training.loop import train
 from ampxfer_lib.transfer.init_from import InitSource, adapt_to, expand_inputs, fold_knobs, resolve_init
 
 from conftest import plucked_notes

@@ -11,7 +11,7 @@ from ampxfer_lib.errors import ConfigError
 
 
 def add_train(sub) -> None:
-    from ampxfer_lib.training.loop import DEFAULT_PRESET, PRESETS
+    from ampxfer_lib.training.config import DEFAULT_PRESET, PRESETS
 
     p = sub.add_parser("train", help="train a model (from scratch or --init-from a model)",
                        description="Train into a run folder; the same command on a folder with a checkpoint resumes.")
@@ -38,7 +38,9 @@ def add_train(sub) -> None:
 
 
 def run_train(args) -> int:
-    from ampxfer_lib.training.loop import LogLines, TqdmProgress, WarningLines, make_config, train
+    from ampxfer_lib.training.callbacks import LogLines, TqdmProgress, WarningLines
+    from ampxfer_lib.training.config import make_config
+    from ampxfer_lib.training.loop import train
 
     overrides = dict(
         subset=args.subset, init_from=args.init_from, hidden_size=args.hidden_size,

@@ -208,7 +208,7 @@ def suite_study(out_dir: PathLike, budget: str = "demo", epochs_full: int = 0, e
     cap also caps the source runs); ``overrides`` are StudyConfig fields (``None`` ignored).
     """
     from ampxfer_lib.study.config import load_study
-    from ampxfer_lib.training.loop import DEFAULT_PRESET, TrainConfig
+    from ampxfer_lib.training.config import DEFAULT_PRESET, TrainConfig
 
     if budget not in BUDGETS:
         raise ConfigError(f"BUDGET must be one of {', '.join(BUDGETS)}, not {budget!r}")

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike
-from ampxfer_lib.training.loop import PRESETS, TrainConfig
+from ampxfer_lib.training.config import PRESETS, TrainConfig
 
 DATA_SIZES = ("full", "limited")
 #: Settings a study may override for every run (the rest of TrainConfig belongs to it).

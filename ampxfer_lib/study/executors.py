@@ -29,26 +29,18 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 from ampxfer_lib.errors import ConfigError, RunFolderError, TrainingDiverged
 from ampxfer_lib.study.plan import RunSpec
 from ampxfer_lib.training import checkpoint as ckpt
-from ampxfer_lib.training.loop import LogLines, TqdmProgress, train
+from ampxfer_lib.training.callbacks import TqdmProgress
+from ampxfer_lib.training.loop import train
 
 
 def execute_run(spec: RunSpec, progress: bool = False) -> dict:
     """Train one unit (resuming it if interrupted) and return its summary.
 
-    The run's per-epoch lines go to ``train.log`` in its folder. A run that diverges is a
-    result of the study, not an error: its summary (status ``diverged``) is returned.
+    The run's lines go to ``train.log`` in its folder, written by ``train()`` itself (the
+    error that stopped a run included). A run that diverges is a result of the study, not
+    an error: its summary (status ``diverged``) is returned.
     """
-    log_path = Path(spec.run_dir) / ckpt.LOG
-
-    def write(line: str) -> None:
-        # Opened per line: the trainer clears a fresh folder's leftovers (train.log among
-        # them) when it claims it, after this function has started.
-        with open(log_path, "a") as log:
-            log.write(line + "\n")
-
-    callbacks = [LogLines(write)]
-    if progress:
-        callbacks.append(TqdmProgress(leave=False))
+    callbacks = [TqdmProgress(leave=False)] if progress else []
     try:
         summary = train(spec.config, spec.run_dir, callbacks)
         # A run killed between its final checkpoint and summary.json comes back as
@@ -56,8 +48,7 @@ def execute_run(spec: RunSpec, progress: bool = False) -> dict:
         if ckpt.read_summary(spec.run_dir) is None:
             ckpt.write_json(Path(spec.run_dir) / ckpt.SUMMARY, summary)
         return summary
-    except TrainingDiverged as exc:
-        write(f"diverged: {exc}")
+    except TrainingDiverged:
         summary = ckpt.read_summary(spec.run_dir)
         if summary is None:
             raise

@@ -33,7 +33,7 @@ from ampxfer_lib.errors import ConfigError, RunFolderError
 from ampxfer_lib.fileio import PathLike, atomic_write_json
 from ampxfer_lib.study.config import StudyConfig, path_stem
 from ampxfer_lib.training import checkpoint as ckpt
-from ampxfer_lib.training.loop import TrainConfig, make_config
+from ampxfer_lib.training.config import TrainConfig, make_config
 
 ROLES = ("source", "scratch", "transfer")
 PLAN = "plan.json"

@@ -25,7 +25,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from ampxfer_lib.training import checkpoint as ckpt
 from ampxfer_lib.fileio import PathLike, atomic_write_bytes, atomic_write_text
 from ampxfer_lib.study.plan import read_plan
-from ampxfer_lib.training.loop import Callback
+from ampxfer_lib.training.callbacks import Callback
 
 #: results.csv columns, in order.
 RESULT_COLUMNS = ("pair", "target", "init", "data", "train_seconds_audio", "seed", "initial_val_loss",

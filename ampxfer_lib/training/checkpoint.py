@@ -6,12 +6,14 @@ A run folder holds::
     checkpoint.pt      everything needed to resume: weights, optimiser, scheduler, best
                        weights, counters, history, RNG states, library version
     model_best.json    the best model so far (AGAM/NeuralPi JSON), model_last.json the latest
-    history.json       [{epoch, train_loss, val_loss or null, lr, elapsed_s}, ...]
-    summary.json       {best_val_loss, best_epoch, epochs, train_seconds, test_esr, ...}
+    history.json       [{epoch, train_loss, val_loss and val_esr (null where no validation ran),
+                       lr, elapsed_s, cpu_s}, ...]; runs from before val_esr/cpu_s lack them
+    summary.json       {best_val_loss, best_val_esr, best_epoch, epochs, train_seconds, test_esr, ...}
     train.log          the command line's lines, appended per epoch (and the error that stopped it)
 
-Every file is replaced atomically. ``checkpoint.pt`` is the source of truth; the JSON files
-are derived from it and rewritten on resume, so a kill between two writes is harmless.
+The policy (fresh start, resume, extend, refuse) is :mod:`.run_folder`'s. Every file is
+replaced atomically. ``checkpoint.pt`` is the source of truth; the JSON files are derived
+from it and rewritten on resume, so a kill between two writes is harmless.
 Checkpoints hold tensors and plain Python values only (``torch.load(weights_only=True)``),
 never pickled modules.
 

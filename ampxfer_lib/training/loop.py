@@ -1,331 +1,192 @@
-"""The generic trainer: named presets, truncated back-propagation, resumable run folders.
+"""The training loop: one function, :func:`train`, for every preset and every start.
 
-One loop serves every case; fine-tuning is just another config (``init_from=...``), as in
-minGPT/nanoGPT. The ``agam`` preset is the recipe of the AGAM training code as the
-article's runs used it, kept exact for reproductions:
+Fine-tuning is just another config (``init_from=...``), as in minGPT/nanoGPT, and resuming
+is one explicit branch: the run folder's checkpoint replaces the fresh model, optimiser,
+counters and RNG states (:mod:`.run_folder`). Each epoch then trains on the segments in a
+shuffle drawn from a generator seeded by (seed, epoch), so a resumed run sees the same
+batches, with truncated back-propagation per batch (:mod:`.tbptt`); validates; keeps the
+best model; checkpoints; and tells the callbacks (:mod:`.callbacks`). An extra validation
+before the first epoch ("epoch 0") is recorded for the transfer curves; it never counts
+towards the best model, the scheduler or early stopping. The recipes are in :mod:`.config`.
 
-* 0.5 s segments cut from the training audio, shuffled, mini-batches of 50;
-* per batch: 200 samples of warm-up (state only), then a weight update after every
-  1000 samples (truncated back-propagation through time), state carried across windows;
-* loss 0.75 * ESR + 0.25 * DC, no pre-emphasis; Adam(lr 5e-3, weight decay 1e-4);
-* validation every 2 epochs on the whole validation audio from a zero state;
-  ReduceLROnPlateau(factor 0.5, patience 5 validations) on the validation loss;
-* early stop once more than 25 validations in a row bring no improvement (AGAM's
-  ``patience_counter > validation_p``); the best model is kept.
-
-Two things AGAM does implicitly are made explicit here: the warm-up runs without
-gradient (AGAM lets the first window's gradient leak into it), and each epoch's shuffle
-comes from a generator seeded by (seed, epoch), so a resumed run sees the same batches.
-An extra validation before the first epoch ("epoch 0") is recorded for the transfer
-curves; it never counts towards the best model, the scheduler or early stopping.
-
-The default preset, ``fast``, keeps the network, the data, the loss and the optimiser
-and changes the recipe so that a given validation loss comes sooner:
-
-* a weight update after every 500 samples instead of 1000: twice the updates per second
-  of audio for the same cost per sample (an update is cheap next to the LSTM itself);
-* Adam's learning rate starts at 1e-2 and is multiplied by 0.85 every epoch down to
-  1e-4 (reached at epoch 30): large steps while far from a minimum, small ones near it
-  (0.9 a step was chosen first; on the sample data's TS9-style device it stayed too high
-  to settle and never reached the reference's epoch-10 loss, see bench/RESULTS_train.md).
-  The rate is a function of the epoch alone (:func:`epoch_lr`), so resuming needs no
-  scheduler state;
-* a validation after every epoch (about 5% of an epoch's time), so the best model and
-  early stopping (25 validations without improvement) see every epoch.
-
-Measured side by side by ``bench/train_speed.py`` (bench/RESULTS_train.md), one thread,
-10 epochs against a reference written like AGAM's own training loop: on the sample data's
-TS9-style device (150 s of training audio) ``fast`` reaches the reference's epoch-10 loss
-at epoch 5, and on three other data sets (real DI through a real TS9 capture, the sample
-MT-2- and HT40-style devices) at epoch 4, 5 and 9, ending every time below it; ``agam``
-with this implementation trains about 3x faster than that loop (53 against 17-19 seconds
-of audio per second).
-
-Implementation, shared by every preset: on the CPU the LSTM runs the numba kernel of
-:mod:`ampxfer_lib.model.cpu_lstm` (forward plus a hand-written backward, 3.4x nn.LSTM's
-training speed at batch 50), on data held time-major and batch-innermost, (time,
-channel, segment): a batch is one ``index_select`` and each update window a contiguous
-slice. Adam's update is the fused one, the loss computes one error signal for both
-terms, and the epoch's loss stays a tensor until the epoch ends, so a GPU is never made
-to wait for the host within an epoch; on a GPU the same loop calls nn.LSTM (cuDNN).
-Validation runs the kernel on whole sequences (about 4x nn.LSTM for one sequence).
+Speed, shared by every preset: on the CPU the LSTM runs the numba kernels (training and
+validation) on data held time-major on the run's device; Adam's update is the fused one,
+the loss computes one error signal for both terms, and the epoch's loss stays a tensor
+until the epoch ends, so a GPU is never made to wait for the host within an epoch; on a GPU
+the same loop calls nn.LSTM (cuDNN). Measured by ``bench/train_speed.py``
+(bench/RESULTS_train.md), one thread: the ``agam`` recipe trains about 3x faster here than
+in a loop written like AGAM's own (53 against 17-19 seconds of audio per second).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
-import random
 import time
-from dataclasses import asdict, dataclass, fields
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from ampxfer_lib import __version__
-from ampxfer_lib.training import checkpoint as ckpt
-from ampxfer_lib.model import cpu_lstm as lstm_cpu
 from ampxfer_lib.data.dataset import Dataset, load_dataset, segment, stack_sequences
-from ampxfer_lib.errors import ConfigError, RunFolderError, TrainingDiverged
-from ampxfer_lib.fileio import PathLike, make_dirs, remove_stale_temporaries
-from ampxfer_lib.model.formats import neuralpi
-from ampxfer_lib.training.losses import LossConfig, esr_numpy, make_loss
-from ampxfer_lib.model.network import AmpLSTM, ModelConfig, ModelWeights, new_model
-from ampxfer_lib.transfer.init_from import adapt_to, resolve_init
+from ampxfer_lib.errors import ConfigError, TrainingDiverged
+from ampxfer_lib.fileio import PathLike
+from ampxfer_lib.model import cpu_lstm
+from ampxfer_lib.model.network import AmpLSTM, ModelConfig, new_model
+from ampxfer_lib.training import checkpoint as ckpt
+from ampxfer_lib.training.callbacks import Callback, LogFile, Report, RunView
+from ampxfer_lib.training.config import TrainConfig, epoch_lr
+from ampxfer_lib.training.evaluate import evaluate, predict
+from ampxfer_lib.training.losses import esr_numpy, make_loss
+from ampxfer_lib.training.run_folder import RunFolder, RunState, make_summary, starting_model
+from ampxfer_lib.training.tbptt import tbptt_batch, tbptt_windows
+from ampxfer_lib.transfer.init_from import InitSource, adapt_to
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run. The defaults are the ``agam`` preset."""
+def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] = (), overwrite: bool = False,
+          log: bool = True) -> dict:
+    """Train a run into ``out_dir``, resuming it if the folder holds its checkpoint; returns
+    its summary (summary.json's content).
 
-    data: str = ""
-    subset: str = "full"
-    preset: str = "agam"
-    # model (None: 20 / skip on, or the init_from model's)
-    hidden_size: Optional[int] = None
-    skip: Optional[bool] = None
-    # recipe
-    segment_seconds: float = 0.5
-    batch_size: int = 50
-    warmup_samples: int = 200
-    tbptt_samples: int = 1000
-    lr: float = 5e-3
-    weight_decay: float = 1e-4
-    esr_weight: float = 0.75
-    dc_weight: float = 0.25
-    pre_emphasis: Optional[float] = None
-    scheduler: str = "plateau"  # plateau | exponential | none
-    plateau_factor: float = 0.5
-    plateau_patience: int = 5
-    lr_decay: float = 1.0  # exponential: the learning rate's factor per epoch ...
-    min_lr: float = 0.0  # ... down to this floor
-    val_every: int = 2
-    patience: int = 25
-    max_epochs: int = 2000
-    initial_validation: bool = True
-    # transfer
-    init_from: Optional[str] = None
-    freeze_lstm_epochs: int = 0
-    keep_optimizer: bool = False
-    grad_clip: Optional[float] = None
-    # execution
-    seed: int = 0
-    threads: Optional[int] = None  # None: 1 per run on CPU, torch's default on GPU
-    device: str = "auto"
-    checkpoint_seconds: float = 60.0
+    A finished run is not trained again (its summary comes back), unless ``max_epochs`` was
+    raised above the epochs it did: then it is extended. ``log``: also append the run's
+    lines to ``out_dir/train.log`` (unless a :class:`LogFile` is among the callbacks), so the
+    folder keeps a record of every session.
+    """
+    out_dir = Path(out_dir)
+    callbacks = list(callbacks)
+    if log and not any(isinstance(c, LogFile) for c in callbacks):
+        callbacks.append(LogFile(out_dir / ckpt.LOG))
+    device = pick_device(config.device)
+    with run_threads(device, config.threads) as threads:
+        # The data, the starting model and the folder; nothing is written before the claim.
+        data = TrainingData.load(config, device)
+        init, init_fingerprint = starting_model(config, out_dir)
+        model_config = model_shape(config, data.dataset, init)
+        warnings = data.warnings + rate_warnings(config, data.dataset, init, init_fingerprint)
+        folder = RunFolder(out_dir, config, model_config, data.fingerprint, init_fingerprint, warnings)
+        saved = folder.claim(overwrite, device)  # the checkpoint to resume from; None: a fresh start
 
-    #: Fields that may change when a run is resumed (the rest define the run).
-    RESUMABLE = ("max_epochs", "patience", "threads", "device", "checkpoint_seconds")
+        model = build_model(config, model_config, init).to(device)
+        optimizer = make_optimizer(config, model, init)
+        scheduler = make_scheduler(config, optimizer)
+        loss_fn = make_loss(config.loss_config())
+        state = RunState.begin(model, optimizer, scheduler, from_model=init is not None)
+        report = Report(callbacks, state, out_dir=out_dir, config=config, device=str(device), threads=threads,
+                        warnings=tuple(warnings), n_segments=data.n_segments,
+                        train_seconds_audio=data.train_seconds_audio)
 
-    def __post_init__(self):
-        if self.subset not in ("full", "limited"):
-            raise ConfigError(f"--subset must be full or limited, not {self.subset!r}")
-        if self.scheduler not in ("plateau", "exponential", "none"):
-            raise ConfigError(f"unknown scheduler {self.scheduler!r}; one of plateau, exponential, none")
-        if not (0.0 < self.lr_decay <= 1.0) or self.min_lr < 0:
-            raise ConfigError("--lr-decay must lie in (0, 1] and --min-lr must not be negative")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"--device must be auto, cpu or cuda, not {self.device!r}")
-        for name in ("batch_size", "tbptt_samples", "max_epochs", "val_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1")
-        if self.warmup_samples < 0 or self.patience < 0:
-            raise ConfigError("warmup_samples and patience must not be negative")
-        if not (self.lr > 0):
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.freeze_lstm_epochs < -1:
-            raise ConfigError("--freeze-lstm-epochs is a number of epochs, or -1 for all")
-        if self.keep_optimizer and not self.init_from:
-            raise ConfigError("--keep-optimizer needs --init-from RUN_FOLDER")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ConfigError("--grad-clip must be positive")
-        if self.hidden_size is not None and self.hidden_size < 1:
-            raise ConfigError("--hidden-size must be at least 1")
+        def summary() -> dict:
+            return make_summary(state, config, model_config, best_test_esr(state, model_config, data.dataset),
+                                data.train_seconds_audio, device, threads)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+        with report.stops():
+            if saved is None:
+                folder.create()
+                if config.initial_validation:
+                    val_loss, val_esr = validate(model, loss_fn, data)
+                    state.history.append(epoch_record(state, 0, None, val_loss, val_esr))
+            else:  # resume
+                state.restore(saved)
+                if state.status == "diverged":
+                    folder.write_outputs(state)
+                    raise TrainingDiverged(
+                        f"{out_dir}: this run stopped earlier because its loss diverged; "
+                        f"{folder.kept_model_words(state)}. Rerun with --overwrite and a lower --lr or --grad-clip 1")
+                if state.status == "complete" and not (state.stop_reason == "max_epochs"
+                                                       and config.max_epochs > state.epoch):
+                    done = folder.read_summary()
+                    if done is None:  # killed between the final checkpoint and summary.json
+                        done = summary()
+                        folder.write_summary(done)
+                    folder.write_outputs(state)
+                    report.end(done, already_complete=True)
+                    return done
+                state.status, state.stop_reason = "running", None  # a finished run extended
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**d)
+            folder.saved_at = time.monotonic()  # the first mid-epoch checkpoint: checkpoint_seconds from here
+            report.start()
+            for epoch in range(state.epoch + 1, config.max_epochs + 1):
+                clock = Stopwatch(state)
+                set_lstm_trainable(model, not config.lstm_frozen(epoch))
+                if config.scheduler == "exponential":
+                    for group in optimizer.param_groups:
+                        group["lr"] = epoch_lr(config, epoch)
 
-    def loss_config(self) -> LossConfig:
-        return LossConfig(self.esr_weight, self.dc_weight, self.pre_emphasis)
+                # An epoch of batches, resumed at state.batch after a checkpoint inside it.
+                order = shuffle(config, epoch, data.n_segments, device)
+                n_batches = math.ceil(data.n_segments / config.batch_size)
+                if state.batch == 0:
+                    state.loss_sum = torch.zeros((), device=device)
+                for b in range(state.batch, n_batches):
+                    x, y = data.batch(order[b * config.batch_size:(b + 1) * config.batch_size])
+                    state.loss_sum = state.loss_sum + tbptt_batch(model, optimizer, loss_fn, x, y,
+                                                                  config.warmup_samples, data.windows,
+                                                                  config.grad_clip)
+                    state.batch = b + 1
+                    report.batch(b + 1, n_batches)
+                    if b + 1 < n_batches and folder.checkpoint_due():
+                        clock.lap()
+                        folder.save(state)
+                train_loss = float(state.loss_sum / n_batches)
+                if not math.isfinite(train_loss):
+                    raise diverged(folder, state, clock, summary, epoch, "training", train_loss)
 
-    def identity(self) -> dict:
-        """The settings that define the run; a resumed run must match them.
+                val_loss = val_esr = None
+                # The last epoch is always validated so that every run ends with a best model.
+                if epoch % config.val_every == 0 or epoch >= config.max_epochs:
+                    val_loss, val_esr = validate(model, loss_fn, data)
+                    if not math.isfinite(val_loss):
+                        raise diverged(folder, state, clock, summary, epoch, "validation", val_loss)
+                    if scheduler is not None:
+                        scheduler.step(val_loss)
+                    state.validated(epoch, val_loss)
+                clock.lap()
+                record = epoch_record(state, epoch, train_loss, val_loss, val_esr)
+                state.history.append(record)
+                state.epoch, state.batch = epoch, 0
 
-        The data folder and the starting model are compared by content (the manifest's and
-        the model's fingerprints, checked by the trainer), not by how their paths were
-        spelled, so a run may be resumed from another working directory or after the folders
-        were moved together.
-        """
-        d = self.to_dict()
-        for k in self.RESUMABLE + ("data",):
-            d.pop(k)
-        d["init_from"] = bool(d["init_from"])
-        return d
-
-
-#: Named recipes: field overrides on top of the TrainConfig defaults (which are ``agam``).
-PRESETS: Dict[str, Dict[str, Any]] = {
-    "agam": {},
-    # Twice the weight updates per second of audio, a higher peak learning rate that
-    # decays by 15% an epoch, and a validation every epoch; see the module docstring.
-    "fast": {
-        "tbptt_samples": 500,
-        "lr": 1e-2,
-        "scheduler": "exponential",
-        "lr_decay": 0.85,
-        "min_lr": 1e-4,
-        "val_every": 1,
-    },
-}
-DEFAULT_PRESET = "fast"
-
-
-def epoch_lr(config: TrainConfig, epoch: int) -> float:
-    """The learning rate of an epoch (1-based) under the ``exponential`` scheduler:
-    ``max(lr * lr_decay ** (epoch - 1), min_lr)``. A function of the epoch alone, so a
-    resumed run needs no scheduler state."""
-    return max(config.lr * config.lr_decay ** (epoch - 1), config.min_lr)
-
-
-def make_config(data: PathLike = "", preset: Optional[str] = None, **overrides) -> TrainConfig:
-    """A TrainConfig from a preset plus explicit overrides (``None`` values are ignored)."""
-    preset = preset or DEFAULT_PRESET
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; one of {', '.join(sorted(PRESETS))}")
-    values = dict(PRESETS[preset])
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    values["preset"] = preset
-    values["data"] = os.fspath(data)
-    return TrainConfig.from_dict(values)
+                stop = None
+                if state.bad_validations > config.patience:
+                    stop = "early_stop"
+                elif epoch >= config.max_epochs:
+                    stop = "max_epochs"
+                if stop:
+                    folder.finish(state, stop)
+                else:
+                    folder.save(state)
+                    folder.write_outputs(state)
+                report.epoch(record)
+                if stop:
+                    break
+            if state.status == "running":  # max_epochs lowered to the epochs already done
+                folder.finish(state, "max_epochs")
+            result = summary()
+            folder.write_summary(result)
+            report.end(result)
+            return result
 
 
-# --------------------------------------------------------------------------- callbacks
+class Trainer(Callback):
+    """:func:`train` as an object, for callers that ask afterwards whether the folder held a
+    finished run (``already_complete``). Adds no ``train.log`` (``train(..., log=False)``)."""
 
-class Callback:
-    """Hooks into the training loop. ``run`` is the :class:`Trainer`."""
+    def __init__(self, config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] = (),
+                 overwrite: bool = False):
+        self.config, self.out_dir, self.overwrite = config, Path(out_dir), overwrite
+        self.callbacks = list(callbacks)
+        self.already_complete = False
 
-    def on_start(self, run: "Trainer") -> None: ...
+    def run(self) -> dict:
+        return train(self.config, self.out_dir, self.callbacks + [self], self.overwrite, log=False)
 
-    def on_batch(self, run: "Trainer", batch: int, n_batches: int) -> None: ...
-
-    def on_epoch(self, run: "Trainer", record: dict) -> None: ...
-
-    def on_end(self, run: "Trainer", summary: dict) -> None: ...
-
-    def on_error(self, run: "Trainer", message: str) -> None:
-        """The run stopped early (diverged, interrupted); ``message`` is one line."""
-
-
-class LogLines(Callback):
-    """One plain line per epoch (the command line's progress)."""
-
-    def __init__(self, write=print):
-        self.write = write
-
-    def on_start(self, run):
-        what = "resuming" if run.start_epoch > 1 or run.start_batch else "training"
-        self.write(f"{what} {run.out_dir} on {run.device} ({run.threads} thread(s)): "
-                   f"{run.train_seconds_audio:.1f} s of training audio, {run.n_segments} segments")
-        if run.history and run.history[0]["epoch"] == 0:
-            self.write(f"epoch    0  val {run.history[0]['val_loss']:.5f}  (starting model)")
-
-    def on_epoch(self, run, record):
-        val = "" if record["val_loss"] is None else f"  val {record['val_loss']:.5f}"
-        best = "  *" if record["epoch"] == run.best_epoch and record["val_loss"] is not None else ""
-        self.write(f"epoch {record['epoch']:4d}  train {record['train_loss']:.5f}{val}  "
-                   f"lr {record['lr']:.2e}  {record['elapsed_s']:.1f} s{best}")
-
-    def on_end(self, run, summary):
-        what = "already complete" if run.already_complete else "done"
-        self.write(f"{what} ({summary['stop_reason']}): best val {_fmt(summary['best_val_loss'])} at epoch "
-                   f"{summary['best_epoch']} of {summary['epochs']}, test ESR {_fmt(summary['test_esr'])}, "
-                   f"{summary['train_seconds']:.1f} s; model: {Path(run.out_dir) / ckpt.MODEL_BEST}")
+    def on_end(self, run: RunView, summary: dict) -> None:
+        self.already_complete = run.already_complete
 
 
-class WarningLines(Callback):
-    """The run's warnings, one ``warning: FILE: MESSAGE`` line each, when it starts."""
-
-    def __init__(self, write=print):
-        self.write = write
-
-    def on_start(self, run):
-        for w in run.warnings:
-            self.write(f"warning: {w['file']}: {w['message']}")
-
-
-class LogFile(LogLines):
-    """The same lines, appended to the run folder's ``train.log`` (one line per epoch), so a
-    run on a Google Drive folder keeps its record across disconnects. Nothing is written
-    before the trainer has accepted the folder, so a refused command leaves no log behind."""
-
-    def __init__(self, path: PathLike):
-        super().__init__(self.append)
-        self.path = Path(path)
-        self.started = False
-
-    def append(self, line: str) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line.rstrip("\n") + "\n")
-
-    def on_start(self, run):
-        self.started = True
-        self.append(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} ampxfer {__version__}")
-        WarningLines(self.append).on_start(run)
-        super().on_start(run)
-
-    def on_end(self, run, summary):
-        if not self.started:  # a finished run asked again
-            self.started = True
-            self.append(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} ampxfer {__version__}")
-        super().on_end(run, summary)
-
-    def on_error(self, run, message: str) -> None:
-        """Record why the run stopped (divergence, interruption), once the run had started."""
-        if self.started:
-            self.append(message)
-
-
-def _fmt(x: Optional[float]) -> str:
-    return "n/a" if x is None else f"{x:.5f}"
-
-
-class TqdmProgress(Callback):
-    """A progress bar over epochs (tqdm.auto: a widget in notebooks, text elsewhere)."""
-
-    def __init__(self, leave: bool = True):
-        self.leave = leave
-        self.bar = None
-
-    def on_start(self, run):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=run.config.max_epochs, initial=run.start_epoch - 1, unit="epoch",
-                        desc=Path(run.out_dir).name, leave=self.leave)
-
-    def on_epoch(self, run, record):
-        post = {"train": f"{record['train_loss']:.4f}"}
-        if run.best_val_loss < math.inf:
-            post["best val"] = f"{run.best_val_loss:.4f}"
-        self.bar.set_postfix(post, refresh=False)
-        self.bar.update(1)
-
-    def on_end(self, run, summary):
-        if self.bar is not None:
-            self.bar.close()
-
-
-# --------------------------------------------------------------------------- trainer
+# --------------------------------------------------------------------------- setup
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
@@ -335,520 +196,29 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def tbptt_windows(segment_len: int, warmup: int, window: int) -> List[tuple]:
-    """(start, stop) of each weight-update window after the warm-up: ceil((L - warmup) / window)."""
-    return [(s, min(s + window, segment_len)) for s in range(warmup, segment_len, window)]
-
-
-@torch.no_grad()
-def predict(model: AmpLSTM, x: torch.Tensor, chunk: int = 100_000) -> torch.Tensor:
-    """Run whole sequences from a zero state (see :meth:`AmpLSTM.infer`). (B,T,C) -> (B,T,1)."""
-    model.reset_state()
-    return model.infer(x, chunk)
-
-
-class Trainer:
-    """Trains one run into ``out_dir``; resumes when the folder holds its checkpoint."""
-
-    def __init__(self, config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] = (),
-                 overwrite: bool = False):
-        self.config = config
-        self.out_dir = Path(out_dir)
-        self.callbacks = list(callbacks)
-        self.overwrite = overwrite
-        self.history: List[dict] = []
-        self.best_val_loss = math.inf
-        self.best_epoch = 0
-        self.start_epoch = 1
-        self.start_batch = 0
-        self.already_complete = False
-        #: Warnings about this run ({"code", "file", "message"}): the prepared data's own, and
-        #: the trainer's; recorded in config.json and train.log, never fatal.
-        self.warnings: List[dict] = []
-
-    # ----------------------------------------------------------- setup
-    def _setup(self) -> None:
-        cfg = self.config
-        self.data: Dataset = load_dataset(cfg.data)
-        self.data_fingerprint = self.data.fingerprint()
-        self.device = pick_device(cfg.device)
-        self._old_threads = torch.get_num_threads()
-        self._blas_limit = None
-        if self.device.type == "cpu":
-            self.threads = cfg.threads or 1
-            torch.set_num_threads(self.threads)
-            # The CPU LSTM kernel calls BLAS (numba -> scipy's OpenBLAS) for its small
-            # products; keep that pool to the run's threads as well.
-            self._blas_limit = _limit_blas_threads(self.threads)
-            lstm_cpu.warm_up()  # compile or load the kernels before the clock starts
-        else:
-            self.threads = cfg.threads or torch.get_num_threads()
-            if cfg.threads:
-                torch.set_num_threads(cfg.threads)
-
-        self.init = None
-        self.init_fingerprint = None
-        if cfg.init_from:
-            self._check_init_is_not_out(cfg.init_from)
-            try:
-                self.init = resolve_init(cfg.init_from, cfg.keep_optimizer)
-                self.init_fingerprint = _weights_fingerprint(self.init.weights)
-            except ConfigError:
-                # Resuming needs only the checkpoint: a starting model that was on the lost
-                # disk of a Colab session (or moved) must not block the run's resume.
-                self.init = self._init_from_own_checkpoint()
-                if self.init is None:
-                    raise
-        init_cfg = self.init.weights.config if self.init else None
-        hidden = cfg.hidden_size or (init_cfg.hidden_size if init_cfg else 20)
-        skip = cfg.skip if cfg.skip is not None else (init_cfg.skip if init_cfg else True)
-        self.model_config = ModelConfig(self.data.input_size, hidden, skip, self.data.sample_rate)
-        self.warnings = list(self.data.manifest.get("warnings", []))
-        if init_cfg is not None and init_cfg.sample_rate != self.data.sample_rate and self.init_fingerprint:
-            self.warnings.append({
-                "code": "init_rate", "file": str(cfg.init_from),
-                "message": f"the starting model runs at {init_cfg.sample_rate} Hz but the data are at "
-                           f"{self.data.sample_rate} Hz; it is trained on at {self.data.sample_rate} Hz (a starting "
-                           f"point only: prepare the data with --rate {init_cfg.sample_rate} to keep its rate)",
-                "details": {"init_rate": init_cfg.sample_rate, "data_rate": self.data.sample_rate}})
-
-        rate = self.data.sample_rate
-        seg_len = int(round(cfg.segment_seconds * rate))
-        if seg_len <= cfg.warmup_samples:
-            raise ConfigError(f"segments of {seg_len} samples leave nothing after {cfg.warmup_samples} warm-up samples")
-        self.segment_len = seg_len
-        train_sections = self.data.split("train", cfg.subset)
-        longest = max(s.samples for s in train_sections)
-        if longest < seg_len:
-            raise ConfigError(f"{self.data.path}: the training audio ({longest / rate:.1f} s) is shorter than one "
-                              f"{cfg.segment_seconds:g} s segment; prepare more audio or lower segment_seconds")
-        x, y = segment(train_sections, seg_len)
-        # Time-major, batch-innermost (see AmpLSTM.forward_tm): x (L, C, N), y (L, N), so a
-        # batch is one index_select and every update window a contiguous slice.
-        self.x_train = torch.from_numpy(np.ascontiguousarray(x.transpose(1, 2, 0))).to(self.device)
-        self.y_train = torch.from_numpy(np.ascontiguousarray(y[..., 0].T)).to(self.device)
-        del x, y
-        self.n_segments = self.x_train.shape[2]
-        self.train_seconds_audio = self.n_segments * seg_len / rate
-        vx, vy = stack_sequences(self.data.split("val"))
-        self.x_val = torch.from_numpy(vx).to(self.device)
-        self.y_val = torch.from_numpy(vy).to(self.device)
-        self.windows = tbptt_windows(seg_len, cfg.warmup_samples, cfg.tbptt_samples)
-        self.loss_fn = make_loss(cfg.loss_config())
-
-    def _build(self) -> None:
-        cfg = self.config
-        if self.init is not None:
-            model = adapt_to(self.init, self.model_config).to_module()
-        else:
-            model = new_model(self.model_config, seed=cfg.seed)
-        self.model = model.to(self.device)
-        self.optimizer = _adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if self.init is not None and self.init.optimizer_state is not None:
-            try:
-                self.optimizer.load_state_dict(self.init.optimizer_state)
-            except (ValueError, KeyError):
-                raise ConfigError(f"{cfg.init_from}: its optimiser state does not fit this model; drop --keep-optimizer") from None
-            for group in self.optimizer.param_groups:
-                group["lr"] = cfg.lr
-        self.scheduler = None
-        if cfg.scheduler == "plateau":
-            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
-        self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.bad_validations = 0
-        self.train_seconds = 0.0
-        self.partial = {"loss_sum": torch.zeros((), device=self.device), "batches": 0}
-
-    # ----------------------------------------------------------- run folder
-    def _config_record(self) -> dict:
-        return {"train": self.config.to_dict(), "model": self.model_config.to_dict(),
-                "data_fingerprint": self.data_fingerprint, "init_fingerprint": self.init_fingerprint,
-                "warnings": self.warnings, "library_version": __version__}
-
-    def _check_init_is_not_out(self, init_from: str) -> None:
-        src = os.path.realpath(init_from)
-        out = os.path.realpath(self.out_dir)
-        if src == out or os.path.dirname(src) == out:
-            raise ConfigError(f"{self.out_dir}: is the --init-from run; train into another --out (a new run folder) "
-                              "so the starting model is kept")
-
-    def _init_from_own_checkpoint(self):
-        """The run's own checkpoint as the starting point, when ``init_from`` is gone but the
-        run folder holds this very run (same settings): its weights replace the start anyway."""
-        from ampxfer_lib.transfer.init_from import InitSource
-
-        out = self.out_dir
-        try:
-            old = ckpt.read_json(out / ckpt.CONFIG) if out.is_dir() else None
-            if not old or TrainConfig.from_dict(old.get("train", {})).identity() != self.config.identity():
-                return None
-            if not (out / ckpt.CHECKPOINT).exists():
-                return None
-            state = ckpt.load_checkpoint(out)
-        except (ConfigError, RunFolderError, TypeError):
-            return None
-        m = AmpLSTM(ModelConfig.from_dict(state["model_config"]))
-        m.load_state_dict(state["best_model"])
-        return InitSource(self.config.init_from, m.weights(), None, None)
-
-    def _claim_folder(self) -> Optional[dict]:
-        """Decide between a fresh start and a resume; returns the checkpoint to resume from."""
-        out = self.out_dir
-        if out.exists() and not out.is_dir():
-            raise RunFolderError(f"{out}: exists and is not a folder; choose another --out")
-        old = ckpt.read_json(out / ckpt.CONFIG) if out.exists() else None
-        if old is None:
-            if out.exists():
-                foreign = [p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in ckpt.RUN_FILES]
-                if foreign:
-                    raise RunFolderError(f"{out}: the folder holds other files ({foreign[0]}, ...); choose a new --out "
-                                         "folder for the run")
-                self._remove_run_files()  # leftovers of a run killed before its config was written
-            return None
-        differences = self._differences(old)
-        if differences:
-            if not self.overwrite:
-                raise RunFolderError(f"{out}: holds a different run ({differences}); use another --out, or "
-                                     "--overwrite to replace it")
-            self._remove_run_files()
-            return None
-        if self.overwrite:
-            self._remove_run_files()
-            return None
-        remove_stale_temporaries(out, ckpt.RUN_FILES)  # what a kill during a write left behind
-        if not (out / ckpt.CHECKPOINT).exists():
-            return None
-        return ckpt.load_checkpoint(out, map_location=str(self.device))
-
-    def _differences(self, old: dict) -> str:
-        try:
-            theirs = TrainConfig.from_dict(old.get("train", {})).identity()
-        except (ConfigError, TypeError):
-            return "settings from another version of ampxfer"
-        mine = self.config.identity()
-        diffs = []
-        for k, v in mine.items():
-            if theirs.get(k) != v:
-                # init_from is compared as set or not (its content below); show the paths
-                a, b = (old["train"].get("init_from"), self.config.init_from) if k == "init_from" else (theirs.get(k), v)
-                diffs.append(f"{k} {a!r} -> {b!r}")
-        if old.get("data_fingerprint") != self.data_fingerprint:
-            diffs.append("the prepared data changed")
-        theirs_init = old.get("init_fingerprint")
-        if theirs_init and self.init_fingerprint and theirs_init != self.init_fingerprint:
-            diffs.append("the --init-from model changed")
-        elif self.config.init_from and not theirs_init and old.get("train", {}).get("init_from"):
-            # runs from before init fingerprints: compare where the model was
-            if os.path.realpath(old["train"]["init_from"]) != os.path.realpath(self.config.init_from):
-                diffs.append(f"init_from {old['train']['init_from']!r} -> {self.config.init_from!r}")
-        if old.get("model") and old["model"] != self.model_config.to_dict():
-            diffs.append("model shape")
-        return ", ".join(diffs[:4])
-
-    def _remove_run_files(self) -> None:
-        remove_stale_temporaries(self.out_dir, ckpt.RUN_FILES)
-        for name in ckpt.RUN_FILES:
-            try:
-                (self.out_dir / name).unlink()
-            except FileNotFoundError:
-                pass
-
-    def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.best_state = state["best_model"]
-        self.best_val_loss = float(state["best_val_loss"])
-        self.best_epoch = int(state["best_epoch"])
-        self.bad_validations = int(state["bad_validations"])
-        self.history = list(state["history"])
-        self.train_seconds = float(state["train_seconds"])
-        self.start_epoch = int(state["epoch"]) + 1
-        self.start_batch = int(state["batch"])
-        self.partial = {"loss_sum": state["partial_loss_sum"].to(self.device), "batches": self.start_batch}
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(_tuple_state(state["rng"]["python"]))
-        self.status = state.get("status", "running")
-        self.stop_reason = state.get("stop_reason")
-
-    def _save(self, epoch_done: int, batch: int, status: str = "running", stop_reason: Optional[str] = None) -> None:
-        state = {
-            "config": self.config.to_dict(),
-            "model_config": self.model_config.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "best_model": self.best_state,
-            "best_val_loss": self.best_val_loss,
-            "best_epoch": self.best_epoch,
-            "bad_validations": self.bad_validations,
-            "history": self.history,
-            "train_seconds": self.train_seconds,
-            "epoch": epoch_done,
-            "batch": batch,
-            "partial_loss_sum": self.partial["loss_sum"].detach().cpu(),
-            "rng": {"torch": torch.get_rng_state(), "python": list(_list_state(random.getstate()))},
-            "status": status,
-            "stop_reason": stop_reason,
-        }
-        ckpt.save_checkpoint(self.out_dir, state)
-        self._last_save = time.monotonic()
-
-    def _kept_model_words(self) -> str:
-        if self.best_epoch > 0:
-            return f"the best model so far (epoch {self.best_epoch}) is kept in {ckpt.MODEL_BEST}"
-        if self.init is not None:
-            return f"the best model so far (the starting model) is kept in {ckpt.MODEL_BEST}"
-        return "no epoch was validated before, so there is no model to keep"
-
-    def _write_outputs(self) -> None:
-        ckpt.write_json(self.out_dir / ckpt.HISTORY, self.history)
-        last = self.model.state_dict()
-        # After a divergence the weights may be NaN: keep the previous model_last.json then.
-        if all(bool(torch.isfinite(v).all()) for v in last.values()):
-            neuralpi.save(self.model_weights(last), self.out_dir / ckpt.MODEL_LAST)
-        if self.best_epoch > 0 or self.init is not None:
-            neuralpi.save(self.model_weights(self.best_state), self.out_dir / ckpt.MODEL_BEST)
-
-    def model_weights(self, state: dict) -> ModelWeights:
-        m = AmpLSTM(self.model_config)
-        m.load_state_dict({k: v.detach().cpu() for k, v in state.items()})
-        return m.weights()
-
-    # ----------------------------------------------------------- loop
-    def validate(self) -> float:
-        out = predict(self.model, self.x_val)
-        return float(self.loss_fn(out, self.y_val))
-
-    def _set_frozen(self, frozen: bool) -> None:
-        for p in self.model.rec.parameters():
-            p.requires_grad_(not frozen)
-            if frozen:
-                p.grad = None
-
-    def _train_epoch(self, epoch: int, start_batch: int) -> torch.Tensor:
-        cfg = self.config
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        order = torch.randperm(self.n_segments, generator=gen).to(self.device)
-        n_batches = math.ceil(self.n_segments / cfg.batch_size)
-        model, opt, loss_fn = self.model, self.optimizer, self.loss_fn
-        params = [p for p in model.parameters() if p.requires_grad]
-        for b in range(start_batch, n_batches):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            xb = self.x_train.index_select(2, idx)  # (L, C, B)
-            yb = self.y_train.index_select(1, idx)  # (L, B)
-            state = model.advance_tm(xb[:cfg.warmup_samples]) if cfg.warmup_samples else None
-            # The loss stays a tensor: reading it every update would stall a GPU.
-            batch_loss = torch.zeros((), device=self.device)
-            for start, stop in self.windows:
-                opt.zero_grad(set_to_none=True)
-                pred, state = model.forward_tm(xb[start:stop], state)
-                loss = loss_fn(pred.t(), yb[start:stop].t())
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                state = model.detached(state)
-                batch_loss = batch_loss + loss.detach()
-            self.partial["loss_sum"] = self.partial["loss_sum"] + batch_loss / len(self.windows)
-            self.partial["batches"] = b + 1
-            for c in self.callbacks:
-                c.on_batch(self, b + 1, n_batches)
-            if b + 1 < n_batches and time.monotonic() - self._last_save >= cfg.checkpoint_seconds:
-                self.train_seconds += time.monotonic() - self._t0
-                self._t0 = time.monotonic()
-                self._save(epoch - 1, b + 1)
-        model.reset_state()
-        return self.partial["loss_sum"] / n_batches
-
-    def run(self) -> dict:
-        """Train (or resume, or return a finished run's summary). Returns summary.json's content."""
-        self._setup()
-        try:
-            return self._run()
-        except TrainingDiverged as exc:
-            self._tell_error(f"error: {exc}")
-            raise
-        except KeyboardInterrupt:
-            self._tell_error("interrupted: run it again to resume from the last checkpoint")
-            raise
-        finally:
-            self._restore_threads()
-
-    def _tell_error(self, message: str) -> None:
-        for c in self.callbacks:
-            hook = getattr(c, "on_error", None)
-            if hook is not None:
-                hook(self, message)
-
-    def _run(self) -> dict:
-        cfg = self.config
-        state = self._claim_folder()
-        self._build()
-        self.status, self.stop_reason = "running", None
-        if state is not None:
-            self._restore(state)
-            if self.status != "running":
-                extendable = self.stop_reason == "max_epochs" and cfg.max_epochs > state["epoch"]
-                if self.stop_reason == "diverged":
-                    self._write_outputs()
-                    raise TrainingDiverged(
-                        f"{self.out_dir}: this run stopped earlier because its loss diverged; "
-                        f"{self._kept_model_words()}. Rerun with --overwrite and a lower --lr or --grad-clip 1")
-                if not extendable:
-                    summary = ckpt.read_summary(self.out_dir)
-                    if summary is None:  # killed between the final checkpoint and summary.json
-                        summary = self._summary(self.history[-1]["epoch"] if self.history else 0)
-                        ckpt.write_json(self.out_dir / ckpt.SUMMARY, summary)
-                    self._write_outputs()
-                    self.already_complete = True
-                    for c in self.callbacks:
-                        c.on_end(self, summary)
-                    return summary
-                self.status, self.stop_reason = "running", None
-        else:
-            make_dirs(self.out_dir)
-            ckpt.write_json(self.out_dir / ckpt.CONFIG, self._config_record())
-            if cfg.initial_validation:
-                self.history.append({"epoch": 0, "train_loss": None, "val_loss": self.validate(),
-                                     "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": 0.0})
-            if self.init is not None:
-                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self._last_save = time.monotonic()
-        for c in self.callbacks:
-            c.on_start(self)
-
-        epoch = self.start_epoch - 1
-        start_batch = self.start_batch
-        for epoch in range(self.start_epoch, cfg.max_epochs + 1):
-            self._t0 = time.monotonic()
-            frozen = cfg.freeze_lstm_epochs == -1 or epoch <= cfg.freeze_lstm_epochs
-            self._set_frozen(frozen)
-            if cfg.scheduler == "exponential":
-                for group in self.optimizer.param_groups:
-                    group["lr"] = epoch_lr(cfg, epoch)
-            if start_batch == 0:
-                self.partial = {"loss_sum": torch.zeros((), device=self.device), "batches": 0}
-            train_loss = float(self._train_epoch(epoch, start_batch))
-            start_batch = 0
-            if not math.isfinite(train_loss):
-                self._diverged(epoch, "training", train_loss)
-            val_loss = None
-            # The last epoch is always validated so that every run ends with a best model.
-            if epoch % cfg.val_every == 0 or epoch >= cfg.max_epochs:
-                val_loss = self.validate()
-                if not math.isfinite(val_loss):
-                    self._diverged(epoch, "validation", val_loss)
-                if self.scheduler is not None:
-                    self.scheduler.step(val_loss)
-                if val_loss < self.best_val_loss:
-                    self.best_val_loss, self.best_epoch = val_loss, epoch
-                    self.bad_validations = 0
-                    self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                else:
-                    self.bad_validations += 1
-            self._finish_epoch_time()
-            record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                      "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": round(self.train_seconds, 3)}
-            self.history.append(record)
-            stop = None
-            if self.bad_validations > cfg.patience:
-                stop = "early_stop"
-            elif epoch >= cfg.max_epochs:
-                stop = "max_epochs"
-            if stop:
-                self._stop(epoch, stop)
-            else:
-                self._save(epoch, 0)
-                self._write_outputs()
-            for c in self.callbacks:
-                c.on_epoch(self, record)
-            if stop:
-                break
-        else:
-            if self.status == "running":  # max_epochs not above the epochs already done
-                self._stop(epoch, "max_epochs")
-        summary = self._summary(epoch)
-        ckpt.write_json(self.out_dir / ckpt.SUMMARY, summary)
-        for c in self.callbacks:
-            c.on_end(self, summary)
-        return summary
-
-    def _diverged(self, epoch: int, which: str, loss: float) -> None:
-        """Stop on a NaN/inf loss, keeping the best model so far, and say what to try."""
-        self._finish_epoch_time()
-        self._stop(epoch - 1, "diverged")
-        raise TrainingDiverged(
-            f"{self.out_dir}: the {which} loss became {loss} at epoch {epoch}; {self._kept_model_words()}. "
-            "Try a lower --lr or --grad-clip 1")
-
-    def _finish_epoch_time(self) -> None:
-        now = time.monotonic()
-        self.train_seconds += now - self._t0
-        self._t0 = now
-
-    def _stop(self, epoch_done: int, reason: str) -> None:
-        self.status, self.stop_reason = ("diverged" if reason == "diverged" else "complete"), reason
-        self._save(epoch_done, 0, self.status, reason)
-        self._write_outputs()
-        if reason == "diverged":
-            ckpt.write_json(self.out_dir / ckpt.SUMMARY, self._summary(epoch_done))
-
-    def _restore_threads(self) -> None:
-        # set_num_threads is process-wide: give a notebook kernel its setting back.
-        torch.set_num_threads(self._old_threads)
-        if self._blas_limit is not None:
-            self._blas_limit.restore_original_limits()
-            self._blas_limit = None
-
-    def _summary(self, epochs: int) -> dict:
-        test_esr = None
-        if self.best_epoch > 0 or self.init is not None:
-            best = AmpLSTM(self.model_config).to(self.device)
-            best.load_state_dict(self.best_state)
-            test_esr = evaluate_model(best, self.data)
-        validations = [h for h in self.history if h["val_loss"] is not None]
-        first = next((h for h in validations if h["epoch"] > 0), None)
-        return {
-            "best_val_loss": None if self.best_val_loss == math.inf else self.best_val_loss,
-            "best_epoch": self.best_epoch,
-            "epochs": epochs,
-            "train_seconds": round(self.train_seconds, 3),
-            "test_esr": test_esr,
-            "init_from": self.config.init_from,
-            "preset": self.config.preset,
-            "initial_val_loss": validations[0]["val_loss"] if validations and validations[0]["epoch"] == 0 else None,
-            "first_val_loss": first["val_loss"] if first else None,
-            "status": self.status,
-            "stop_reason": self.stop_reason,
-            "subset": self.config.subset,
-            "train_seconds_audio": round(self.train_seconds_audio, 3),
-            "seed": self.config.seed,
-            "hidden_size": self.model_config.hidden_size,
-            "input_size": self.model_config.input_size,
-            "device": str(self.device),
-            "threads": self.threads,
-            "library_version": __version__,
-        }
-
-
-def _adam(params, **settings) -> torch.optim.Adam:
-    """Adam with the fused (single-kernel) update where this torch has it: four times
-    faster than the per-parameter update for six small tensors on a CPU."""
-    params = list(params)
+@contextmanager
+def run_threads(device: torch.device, threads: Optional[int]) -> Iterator[int]:
+    """The run's threads (default: 1 on the CPU, torch's setting on a GPU), restored after it:
+    ``set_num_threads`` is process-wide, and a notebook kernel keeps its own setting."""
+    old = torch.get_num_threads()
+    blas = None
+    if device.type == "cpu":
+        n = threads or 1
+        torch.set_num_threads(n)
+        # The CPU LSTM kernel calls BLAS (numba -> scipy's OpenBLAS) for its small
+        # products; keep that pool to the run's threads as well.
+        blas = _limit_blas_threads(n)
+        cpu_lstm.warm_up()  # compile or load the kernels before the clock starts
+    else:
+        n = threads or torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
     try:
-        return torch.optim.Adam(params, fused=True, **settings)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, **settings)
-
-
-def _weights_fingerprint(weights: ModelWeights) -> str:
-    """sha256 of a model's weights as AGAM JSON: the same for the same network in any file."""
-    import hashlib
-
-    return hashlib.sha256(neuralpi.dumps(weights).encode("utf-8")).hexdigest()
+        yield n
+    finally:
+        torch.set_num_threads(old)
+        if blas is not None:
+            blas.restore_original_limits()
 
 
 def _limit_blas_threads(threads: int):
@@ -859,34 +229,182 @@ def _limit_blas_threads(threads: int):
     return threadpool_limits(limits=threads, user_api="blas")
 
 
-def evaluate_model(model: AmpLSTM, data: Dataset, split: str = "test") -> float:
-    """Plain ESR (no pre-emphasis, no DC term) of ``model`` on a split, all captures pooled."""
-    device = next(model.parameters()).device
-    x, y = stack_sequences(data.split(split))
-    out = predict(model, torch.from_numpy(x).to(device)).cpu().numpy()
-    return esr_numpy(out[..., 0], y[..., 0])
+@dataclass(frozen=True)
+class TrainingData:
+    """A run's audio on its device. Training segments time-major and batch-innermost:
+    ``x_train`` (L, C, N), ``y_train`` (L, N), so a batch is one ``index_select`` and every
+    update window a contiguous slice; the validation captures whole: ``x_val`` (B, T, C),
+    ``y_val`` (B, T, 1), and ``y_val_host`` the same as a numpy array (for the plain ESR)."""
+
+    dataset: Dataset
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    y_val_host: np.ndarray
+    windows: List[Tuple[int, int]]
+    segment_len: int
+
+    @classmethod
+    def load(cls, config: TrainConfig, device: torch.device) -> "TrainingData":
+        data = load_dataset(config.data)
+        rate = data.sample_rate
+        seg_len = int(round(config.segment_seconds * rate))
+        if seg_len <= config.warmup_samples:
+            raise ConfigError(f"segments of {seg_len} samples leave nothing after {config.warmup_samples} "
+                              "warm-up samples")
+        sections = data.split("train", config.subset)
+        longest = max(s.samples for s in sections)
+        if longest < seg_len:
+            raise ConfigError(f"{data.path}: the training audio ({longest / rate:.1f} s) is shorter than one "
+                              f"{config.segment_seconds:g} s segment; prepare more audio or lower segment_seconds")
+        x, y = segment(sections, seg_len)  # (N, L, C), (N, L, 1)
+        vx, vy = stack_sequences(data.split("val"))
+        return cls(data,
+                   torch.from_numpy(np.ascontiguousarray(x.transpose(1, 2, 0))).to(device),
+                   torch.from_numpy(np.ascontiguousarray(y[..., 0].T)).to(device),
+                   torch.from_numpy(vx).to(device), torch.from_numpy(vy).to(device), vy[..., 0],
+                   tbptt_windows(seg_len, config.warmup_samples, config.tbptt_samples), seg_len)
+
+    @property
+    def n_segments(self) -> int:
+        return self.x_train.shape[2]
+
+    @property
+    def train_seconds_audio(self) -> float:
+        return self.n_segments * self.segment_len / self.dataset.sample_rate
+
+    @property
+    def fingerprint(self) -> str:
+        return self.dataset.fingerprint()
+
+    @property
+    def warnings(self) -> List[dict]:
+        """The prepared data's own warnings ({"code", "file", "message"}): never fatal."""
+        return list(self.dataset.manifest.get("warnings", []))
+
+    def batch(self, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The segments ``idx`` (B,): x (L, C, B), y (L, B)."""
+        return self.x_train.index_select(2, idx), self.y_train.index_select(1, idx)
 
 
-def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] = (), overwrite: bool = False,
-          log: bool = True) -> dict:
-    """Train a run into ``out_dir`` (resuming it if it holds a checkpoint); returns its summary.
-
-    ``log``: also append the run's lines to ``out_dir/train.log`` (unless a :class:`LogFile`
-    is among the callbacks already), so the folder keeps a record of every session.
-    """
-    callbacks = list(callbacks)
-    if log and not any(isinstance(c, LogFile) for c in callbacks):
-        callbacks.append(LogFile(Path(out_dir) / ckpt.LOG))
-    return Trainer(config, out_dir, callbacks, overwrite).run()
+def model_shape(config: TrainConfig, data: Dataset, init: Optional[InitSource]) -> ModelConfig:
+    """The run's network: the data's inputs and rate; hidden size and skip from the config, else
+    the starting model's, else 20 and on."""
+    start = init.weights.config if init else None
+    hidden = config.hidden_size or (start.hidden_size if start else 20)
+    skip = config.skip if config.skip is not None else (start.skip if start else True)
+    return ModelConfig(data.input_size, hidden, skip, data.sample_rate)
 
 
-def _list_state(state):
-    if isinstance(state, tuple):
-        return [_list_state(s) for s in state]
-    return state
+def rate_warnings(config: TrainConfig, data: Dataset, init: Optional[InitSource],
+                  init_fingerprint: Optional[str]) -> List[dict]:
+    """A starting model at another sample rate than the data's is trained on at the data's rate."""
+    start = init.weights.config if init else None
+    if start is None or start.sample_rate == data.sample_rate or not init_fingerprint:
+        return []
+    return [{"code": "init_rate", "file": str(config.init_from),
+             "message": f"the starting model runs at {start.sample_rate} Hz but the data are at {data.sample_rate} "
+                        f"Hz; it is trained on at {data.sample_rate} Hz (a starting point only: prepare the data "
+                        f"with --rate {start.sample_rate} to keep its rate)",
+             "details": {"init_rate": start.sample_rate, "data_rate": data.sample_rate}}]
 
 
-def _tuple_state(state):
-    if isinstance(state, list):
-        return tuple(_tuple_state(s) for s in state)
-    return state
+def build_model(config: TrainConfig, model_config: ModelConfig, init: Optional[InitSource]) -> AmpLSTM:
+    if init is not None:
+        return adapt_to(init, model_config).to_module()
+    return new_model(model_config, seed=config.seed)
+
+
+def make_optimizer(config: TrainConfig, model: AmpLSTM, init: Optional[InitSource]) -> torch.optim.Adam:
+    """Adam with the fused (single-kernel) update where this torch has it: four times faster
+    than the per-parameter update for six small tensors on a CPU. ``keep_optimizer``: the
+    starting run's moments, at this run's learning rate."""
+    settings = dict(lr=config.lr, weight_decay=config.weight_decay)
+    params = list(model.parameters())
+    try:
+        optimizer = torch.optim.Adam(params, fused=True, **settings)
+    except (RuntimeError, TypeError, ValueError):
+        optimizer = torch.optim.Adam(params, **settings)
+    if init is not None and init.optimizer_state is not None:
+        try:
+            optimizer.load_state_dict(init.optimizer_state)
+        except (ValueError, KeyError):
+            raise ConfigError(f"{config.init_from}: its optimiser state does not fit this model; "
+                              "drop --keep-optimizer") from None
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr
+    return optimizer
+
+
+def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
+    """ReduceLROnPlateau for ``plateau``; None otherwise (``exponential`` is :func:`epoch_lr`)."""
+    if config.scheduler != "plateau":
+        return None
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.plateau_factor,
+                                                      patience=config.plateau_patience)
+
+
+# --------------------------------------------------------------------------- the epoch's parts
+
+def shuffle(config: TrainConfig, epoch: int, n_segments: int, device: torch.device) -> torch.Tensor:
+    """The epoch's order of the segments (N,): a function of (seed, epoch) alone."""
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    return torch.randperm(n_segments, generator=gen).to(device)
+
+
+def set_lstm_trainable(model: AmpLSTM, trainable: bool) -> None:
+    for p in model.rec.parameters():
+        p.requires_grad_(trainable)
+        if not trainable:
+            p.grad = None
+
+
+def validate(model: AmpLSTM, loss_fn, data: TrainingData) -> Tuple[float, Optional[float]]:
+    """The training loss and the plain ESR of the validation captures, each played whole from a
+    zero state: one prediction for both. The ESR is None where it is not finite (silence)."""
+    out = predict(model, data.x_val)
+    val_loss = float(loss_fn(out, data.y_val))
+    val_esr = esr_numpy(out[..., 0].cpu().numpy(), data.y_val_host)
+    return val_loss, (val_esr if math.isfinite(val_esr) else None)
+
+
+def epoch_record(state: RunState, epoch: int, train_loss: Optional[float], val_loss: Optional[float],
+                 val_esr: Optional[float]) -> dict:
+    """One line of history.json; the times are the run's totals so far, resumed sessions included."""
+    return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_esr": val_esr,
+            "lr": state.optimizer.param_groups[0]["lr"], "elapsed_s": round(state.train_seconds, 3),
+            "cpu_s": round(state.cpu_seconds, 3)}
+
+
+class Stopwatch:
+    """Adds the wall-clock and CPU time since it started (or its last lap) to the run's totals."""
+
+    def __init__(self, state: RunState):
+        self.state = state
+        self.wall, self.cpu = time.monotonic(), time.process_time()
+
+    def lap(self) -> None:
+        wall, cpu = time.monotonic(), time.process_time()
+        self.state.train_seconds += wall - self.wall
+        self.state.cpu_seconds += cpu - self.cpu
+        self.wall, self.cpu = wall, cpu
+
+
+def diverged(folder: RunFolder, state: RunState, clock: Stopwatch, summary, epoch: int, which: str,
+             loss: float) -> TrainingDiverged:
+    """Stop on a NaN/inf loss, keeping the best model so far; the error says what to try."""
+    clock.lap()
+    folder.finish(state, "diverged")  # the checkpoint of the last whole epoch's counters
+    folder.write_summary(summary())
+    return TrainingDiverged(f"{folder.path}: the {which} loss became {loss} at epoch {epoch}; "
+                            f"{folder.kept_model_words(state)}. Try a lower --lr or --grad-clip 1")
+
+
+def best_test_esr(state: RunState, model_config: ModelConfig, data: Dataset) -> Optional[float]:
+    """Plain ESR of the best model on the test split (None before there is a best model)."""
+    if not state.has_best_model:
+        return None
+    best = AmpLSTM(model_config).to(next(state.model.parameters()).device)
+    best.load_state_dict(state.best_state)
+    return evaluate(best, data, "test")["test_esr"]

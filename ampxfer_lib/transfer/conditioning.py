@@ -378,7 +378,8 @@ def train_snapshot(ds: KnobDataset, knob: float, out_dir: PathLike, callbacks: S
     snapshot capture of the device); returns its model_best.json path. A finished run with
     the same settings is reused (``overwrite`` retrains)."""
     from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, load_dataset, prepare, read_conditioned_spec
-    from ampxfer_lib.training.loop import make_config, train
+    from ampxfer_lib.training.config import make_config
+    from ampxfer_lib.training.loop import train
 
     captures, _ = read_conditioned_spec(ds.spec)
     match = [c for c in captures if c.knobs and abs(c.knobs[0] - knob) < 1e-9]

@@ -44,6 +44,7 @@ from ampxfer_lib.errors import AmpxferError, ConfigError
 from ampxfer_lib.fileio import PathLike
 from ampxfer_lib.model.formats import load_model, save_model
 from ampxfer_lib.training.losses import LossConfig, make_loss
+from ampxfer_lib.training.tbptt import tbptt_batch, tbptt_windows
 from ampxfer_lib.model.network import ModelConfig, ModelWeights
 from ampxfer_lib.transfer.init_from import expand_inputs, fold_knobs
 
@@ -95,10 +96,6 @@ class ProbeAudio:
     y: np.ndarray
     warmup: int
     knobs: List[Tuple[float, ...]]
-
-    @property
-    def seconds_scored(self) -> float:
-        return self.x.shape[0] * (self.x.shape[1] - self.warmup)
 
 
 def probe_audio(data: Dataset, split: str, seconds: float, chunks: int, warmup_seconds: float) -> ProbeAudio:
@@ -185,10 +182,11 @@ def finetune_probe(weights: ModelWeights, train: ProbeAudio, evaluate: ProbeAudi
                    window: int = 1000) -> Dict[str, float]:
     """Fine-tune a copy of ``weights`` briefly (agam recipe, no shuffling) and score it.
 
-    ``train``'s chunks are cut into ``segment_samples`` segments (one batch); every epoch
-    runs ``warmup_samples`` without gradient and then one Adam step per ``window`` samples,
-    as the trainer does. Returns ``probe_esr`` (plain ESR on ``evaluate`` after the probe),
-    ``probe_start_esr`` (before) and ``probe_updates``.
+    ``train``'s chunks are cut into ``segment_samples`` segments (one batch); every epoch is
+    one :func:`~ampxfer_lib.training.tbptt.tbptt_batch`, the trainer's own step:
+    ``warmup_samples`` without gradient, then one Adam step per ``window`` samples. Returns
+    ``probe_esr`` (plain ESR on ``evaluate`` after the probe), ``probe_start_esr`` (before)
+    and ``probe_updates``.
     """
     model = weights.to_module()
     x = train.x[:, train.warmup:]
@@ -196,28 +194,22 @@ def finetune_probe(weights: ModelWeights, train: ProbeAudio, evaluate: ProbeAudi
     n = x.shape[1] // segment_samples
     if n == 0:
         segment_samples, n = x.shape[1], 1
-    xs = torch.from_numpy(np.ascontiguousarray(x[:, :n * segment_samples].reshape(-1, segment_samples, x.shape[-1])))
-    ys = torch.from_numpy(np.ascontiguousarray(y[:, :n * segment_samples].reshape(-1, segment_samples, 1)))
+    # (chunks, n * L, C) -> segments (S, L, C) -> time-major (L, C, S), as the trainer holds them
+    xs = x[:, :n * segment_samples].reshape(-1, segment_samples, x.shape[-1]).transpose(1, 2, 0)
+    ys = y[:, :n * segment_samples].reshape(-1, segment_samples).T
+    xs, ys = torch.from_numpy(np.ascontiguousarray(xs)), torch.from_numpy(np.ascontiguousarray(ys))
     ex = torch.from_numpy(np.ascontiguousarray(evaluate.x))
     w = evaluate.warmup
     before = esr_scores(_play(model, ex).numpy()[:, w:], evaluate.y[:, w:])["esr"]
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     loss_fn = make_loss(LossConfig())
-    updates = 0
-    for _ in range(epochs):
-        model.reset_state()
-        with torch.no_grad():
-            model(xs[:, :warmup_samples])
-        for start in range(warmup_samples, segment_samples, window):
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xs[:, start:start + window]), ys[:, start:start + window])
-            loss.backward()
-            opt.step()
-            model.detach_state()
-            updates += 1
+    windows = tbptt_windows(segment_samples, warmup_samples, window)
+    if windows:
+        for _ in range(epochs):
+            tbptt_batch(model, opt, loss_fn, xs, ys, warmup_samples, windows)
     after = esr_scores(_play(model, ex).numpy()[:, w:], evaluate.y[:, w:])["esr"]
     return {"probe_esr": after if math.isfinite(after) else math.inf, "probe_start_esr": before,
-            "probe_updates": updates}
+            "probe_updates": epochs * len(windows)}
 
 
 # --------------------------------------------------------------------------- ranking

@@ -147,7 +147,8 @@ class Fixtures:
     def run(self) -> Path:
         """A finished run folder (hidden 4, one epoch) trained on :meth:`data`, read-only files."""
         def make():
-            from ampxfer_lib.training.loop import make_config, train
+            from ampxfer_lib.training.config import make_config
+            from ampxfer_lib.training.loop import train
 
             out = self.root / "shared_run"
             train(make_config(self.data(), **RUN_SETTINGS), out)
@@ -1218,7 +1219,8 @@ def _(fx, d):
 
 
 def _api_train(data: Path, out: Path, **settings):
-    from ampxfer_lib.training.loop import make_config, train
+    from ampxfer_lib.training.config import make_config
+    from ampxfer_lib.training.loop import train
 
     return train(make_config(data, **settings), out)
 
@@ -1473,7 +1475,7 @@ def cases(entry: Optional[str] = None) -> List[Case]:
 
 # --------------------------------------------------------------------------- kill and resume
 
-#: Files a resumed run must reproduce byte for byte (history.json: apart from elapsed_s).
+#: Files a resumed run must reproduce byte for byte (history.json: apart from its clock readings).
 RESUME_FILES = ("model_best.json", "model_last.json")
 
 
@@ -1486,7 +1488,8 @@ def resume_argv(data: Path, out: Path, seed: int = 0, hidden: int = 6, epochs: i
 
 
 def strip_elapsed(history: list) -> list:
-    return [{k: v for k, v in h.items() if k != "elapsed_s"} for h in history]
+    """History without its clock readings (elapsed_s, cpu_s), which no two runs share."""
+    return [{k: v for k, v in h.items() if k not in ("elapsed_s", "cpu_s")} for h in history]
 
 
 def compare_runs(reference: Path, run: Path) -> List[str]:

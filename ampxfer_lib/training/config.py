@@ -1,0 +1,179 @@
+"""What defines a training run: :class:`TrainConfig`, the named presets, the learning rate per epoch.
+
+The ``agam`` preset (the :class:`TrainConfig` defaults) is the recipe of the AGAM training
+code as the article's runs used it, kept exact for reproductions:
+
+* 0.5 s segments cut from the training audio, shuffled, mini-batches of 50;
+* per batch: 200 samples of warm-up (state only), then a weight update after every
+  1000 samples (truncated back-propagation through time), state carried across windows;
+* loss 0.75 * ESR + 0.25 * DC, no pre-emphasis; Adam(lr 5e-3, weight decay 1e-4);
+* validation every 2 epochs on the whole validation audio from a zero state;
+  ReduceLROnPlateau(factor 0.5, patience 5 validations) on the validation loss;
+* early stop once more than 25 validations in a row bring no improvement (AGAM's
+  ``patience_counter > validation_p``); the best model is kept.
+
+The default preset, ``fast``, keeps the network, the data, the loss and the optimiser and
+changes the recipe so that a given validation loss comes sooner:
+
+* a weight update after every 500 samples instead of 1000: twice the updates per second
+  of audio for the same cost per sample (an update is cheap next to the LSTM itself);
+* Adam's learning rate starts at 1e-2 and is multiplied by 0.85 every epoch down to 1e-4
+  (reached at epoch 30): large steps while far from a minimum, small ones near it. The
+  rate is a function of the epoch alone (:func:`epoch_lr`), so resuming needs no
+  scheduler state;
+* a validation after every epoch (about 5% of an epoch's time), so the best model and
+  early stopping (25 validations without improvement) see every epoch.
+
+Measured side by side by ``bench/train_speed.py`` (bench/RESULTS_train.md), one thread,
+10 epochs against a reference written like AGAM's own training loop: on the sample data's
+TS9-style device (150 s of training audio) ``fast`` reaches the reference's epoch-10 loss
+at epoch 5, and on three other data sets (real DI through a real TS9 capture, the sample
+MT-2- and HT40-style devices) at epoch 4, 5 and 9, ending every time below it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Optional
+
+from ampxfer_lib.errors import ConfigError
+from ampxfer_lib.fileio import PathLike
+from ampxfer_lib.training.losses import LossConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. The defaults are the ``agam`` preset."""
+
+    data: str = ""
+    subset: str = "full"
+    preset: str = "agam"
+    # model (None: 20 / skip on, or the init_from model's)
+    hidden_size: Optional[int] = None
+    skip: Optional[bool] = None
+    # recipe
+    segment_seconds: float = 0.5
+    batch_size: int = 50
+    warmup_samples: int = 200
+    tbptt_samples: int = 1000
+    lr: float = 5e-3
+    weight_decay: float = 1e-4
+    esr_weight: float = 0.75
+    dc_weight: float = 0.25
+    pre_emphasis: Optional[float] = None
+    scheduler: str = "plateau"  # plateau | exponential | none
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    lr_decay: float = 1.0  # exponential: the learning rate's factor per epoch ...
+    min_lr: float = 0.0  # ... down to this floor
+    val_every: int = 2
+    patience: int = 25
+    max_epochs: int = 2000
+    initial_validation: bool = True
+    # transfer: the starting model is a setting like any other (a model JSON or a run folder)
+    init_from: Optional[str] = None
+    freeze_lstm_epochs: int = 0
+    keep_optimizer: bool = False
+    grad_clip: Optional[float] = None
+    # execution
+    seed: int = 0
+    threads: Optional[int] = None  # None: 1 per run on CPU, torch's default on GPU
+    device: str = "auto"
+    checkpoint_seconds: float = 60.0
+
+    #: Fields that may change when a run is resumed (the rest define the run).
+    RESUMABLE = ("max_epochs", "patience", "threads", "device", "checkpoint_seconds")
+
+    def __post_init__(self):
+        if self.subset not in ("full", "limited"):
+            raise ConfigError(f"--subset must be full or limited, not {self.subset!r}")
+        if self.scheduler not in ("plateau", "exponential", "none"):
+            raise ConfigError(f"unknown scheduler {self.scheduler!r}; one of plateau, exponential, none")
+        if not (0.0 < self.lr_decay <= 1.0) or self.min_lr < 0:
+            raise ConfigError("--lr-decay must lie in (0, 1] and --min-lr must not be negative")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"--device must be auto, cpu or cuda, not {self.device!r}")
+        for name in ("batch_size", "tbptt_samples", "max_epochs", "val_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.warmup_samples < 0 or self.patience < 0:
+            raise ConfigError("warmup_samples and patience must not be negative")
+        if not (self.lr > 0):
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.freeze_lstm_epochs < -1:
+            raise ConfigError("--freeze-lstm-epochs is a number of epochs, or -1 for all")
+        if self.keep_optimizer and not self.init_from:
+            raise ConfigError("--keep-optimizer needs --init-from RUN_FOLDER")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError("--grad-clip must be positive")
+        if self.hidden_size is not None and self.hidden_size < 1:
+            raise ConfigError("--hidden-size must be at least 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(self.esr_weight, self.dc_weight, self.pre_emphasis)
+
+    def identity(self) -> dict:
+        """The settings that define the run; a resumed run must match them.
+
+        The data folder and the starting model are compared by content (the manifest's and
+        the model's fingerprints, checked by the run folder), not by how their paths were
+        spelled, so a run may be resumed from another working directory or after the folders
+        were moved together.
+        """
+        d = self.to_dict()
+        for k in self.RESUMABLE + ("data",):
+            d.pop(k)
+        d["init_from"] = bool(d["init_from"])
+        return d
+
+    def lstm_frozen(self, epoch: int) -> bool:
+        """Whether the LSTM's weights stay fixed in ``epoch`` (1-based): only the head trains."""
+        return self.freeze_lstm_epochs == -1 or epoch <= self.freeze_lstm_epochs
+
+
+#: Named recipes: field overrides on top of the TrainConfig defaults (which are ``agam``).
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "agam": {},
+    # Twice the weight updates per second of audio, a higher peak learning rate that
+    # decays by 15% an epoch, and a validation every epoch; see the module docstring.
+    "fast": {
+        "tbptt_samples": 500,
+        "lr": 1e-2,
+        "scheduler": "exponential",
+        "lr_decay": 0.85,
+        "min_lr": 1e-4,
+        "val_every": 1,
+    },
+}
+DEFAULT_PRESET = "fast"
+
+
+def epoch_lr(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of an epoch (1-based) under the ``exponential`` scheduler:
+    ``max(lr * lr_decay ** (epoch - 1), min_lr)``. A function of the epoch alone, so a
+    resumed run needs no scheduler state."""
+    return max(config.lr * config.lr_decay ** (epoch - 1), config.min_lr)
+
+
+def make_config(data: PathLike = "", preset: Optional[str] = None, **overrides) -> TrainConfig:
+    """A TrainConfig from a preset plus explicit overrides (``None`` values are ignored)."""
+    preset = preset or DEFAULT_PRESET
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; one of {', '.join(sorted(PRESETS))}")
+    values = dict(PRESETS[preset])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["preset"] = preset
+    values["data"] = os.fspath(data)
+    return TrainConfig.from_dict(values)
