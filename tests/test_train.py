@@ -1,6 +1,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -179,12 +180,11 @@ def test_grad_clip_and_data_errors(small_data, tmp_path):
         train(make_config(tmp_path / "nodata", max_epochs=1), tmp_path / "r2")
 
 
-def test_fast_preset_is_the_default_and_round_trips():
-    from ampxfer_lib.training.config import DEFAULT_PRESET, epoch_lr
+def test_fast_preset_round_trips_and_decays_to_its_floor():
+    from ampxfer_lib.training.config import epoch_lr
 
-    assert DEFAULT_PRESET == "fast"
-    cfg = make_config("d")
-    assert cfg.preset == "fast" and cfg.to_dict() == make_config("d", "fast").to_dict()
+    cfg = make_config("d", "fast")
+    assert cfg.preset == "fast"
     assert (cfg.segment_seconds, cfg.batch_size, cfg.warmup_samples, cfg.tbptt_samples) == (0.5, 50, 200, 500)
     assert (cfg.lr, cfg.scheduler, cfg.lr_decay, cfg.min_lr, cfg.val_every) == (1e-2, "exponential", 0.85, 1e-4, 1)
     assert (cfg.esr_weight, cfg.dc_weight, cfg.pre_emphasis, cfg.weight_decay) == (0.75, 0.25, None, 1e-4)
@@ -411,3 +411,114 @@ def test_tbptt_batch_carries_the_state_across_windows():
     opt.register_step_post_hook(lambda *a: steps.append(1))
     got = tbptt_batch(model, opt, loss_fn, x, y, 100, windows)
     assert float(got) == pytest.approx(expected, rel=1e-6) and len(steps) == 3
+
+
+def test_adaptive_preset_is_the_default_and_round_trips():
+    from ampxfer_lib.training.config import DEFAULT_PRESET
+
+    assert DEFAULT_PRESET == "adaptive"
+    cfg = make_config("d")
+    assert cfg.preset == "adaptive" and cfg.to_dict() == make_config("d", "adaptive").to_dict()
+    assert (cfg.segment_seconds, cfg.batch_size, cfg.warmup_samples, cfg.tbptt_samples) == (0.5, 50, 200, 500)
+    assert (cfg.lr, cfg.finetune_lr, cfg.scheduler, cfg.min_lr, cfg.val_every) == (1e-2, 5e-3, "adaptive", 1e-5, 1)
+    assert (cfg.plateau_factor, cfg.plateau_patience, cfg.plateau_threshold) == (0.5, 8, 1e-3)
+    assert (cfg.ema_decay, cfg.match_level, cfg.l2_sp, cfg.patience) == (0.995, "gain", 0.0, 60)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert cfg.start_lr() == 1e-2 and make_config("d", init_from="m.json").start_lr() == 5e-3
+    for bad, match in ((dict(match_level="loud"), "match-level"), (dict(ema_decay=1.0), "ema-decay"),
+                       (dict(l2_sp=0.1), "needs --init-from"), (dict(finetune_lr=0.0), "finetune-lr"),
+                       (dict(plateau_factor=1.0), "plateau_factor")):
+        with pytest.raises(ConfigError, match=match):
+            make_config("d", **bad)
+
+
+def test_the_old_default_sits_on_its_floor_while_the_adaptive_rate_follows_progress():
+    """The stall of issue 11 in closed form: ``fast`` is at its 1e-4 floor from epoch 30 whatever
+    the validations say, and early stopping then ends it at the first 26 flat validations;
+    ``adaptive`` keeps its rate while the validations improve and ends only at its floor."""
+    from ampxfer_lib.training.config import epoch_lr
+    from ampxfer_lib.training.loop import scheduled_lr
+
+    fast, adaptive = make_config("d", "fast"), make_config("d")
+    improving = [{"epoch": e, "val_loss": 1.0 / e} for e in range(1, 101)]
+    assert all(epoch_lr(fast, e) == 1e-4 for e in range(30, 101))
+    assert scheduled_lr(adaptive, 101, improving) == (1e-2, False)
+    # a plateau: the first validation sets the best; then one halving per 8 flat validations,
+    # and converged 8 flat validations after reaching 1e-5
+    flat = [{"epoch": e, "val_loss": 1.0} for e in range(1, 200)]
+    halvings = math.ceil(math.log2(1e-2 / 1e-5))  # 10: 1e-2 * 0.5**10 < 1e-5, so the 10th lands on the floor
+    assert scheduled_lr(adaptive, 9, flat[:8]) == (1e-2, False)
+    assert scheduled_lr(adaptive, 10, flat[:9]) == (5e-3, False)
+    assert scheduled_lr(adaptive, 0, flat[:1 + 8 * halvings]) == (1e-5, False)
+    assert scheduled_lr(adaptive, 0, flat[:1 + 8 * halvings + 7]) == (1e-5, False)
+    assert scheduled_lr(adaptive, 0, flat[:1 + 8 * halvings + 8]) == (1e-5, True)
+    # epoch 0 (the starting model's validation) and unvalidated epochs do not count
+    with_start = [{"epoch": 0, "val_loss": 0.5}, {"epoch": 1, "val_loss": None}] + improving[1:]
+    assert scheduled_lr(adaptive, 101, with_start) == (1e-2, False)
+
+
+def test_adaptive_run_stops_as_converged_and_resumes_identically(small_data, tmp_path):
+    # a rate that cannot help (1e-9) makes every validation flat: patience 2, floor 2.5e-10 -> 2 halvings
+    cfg = make_config(small_data, hidden_size=4, batch_size=4, lr=1e-9, min_lr=2.5e-10, plateau_patience=2,
+                      max_epochs=50, checkpoint_seconds=0, seed=1)
+    summary = train(cfg, tmp_path / "whole")
+    history = json.loads((tmp_path / "whole" / "history.json").read_text())
+    assert summary["stop_reason"] == "converged" and summary["status"] == "complete"
+    # epoch e trains at the rate of the e - 1 validations before it: the first sets the best,
+    # two flat ones halve the rate; two more at the floor and the run has converged
+    assert [h["lr"] for h in history[1:]] == [1e-9] * 3 + [5e-10] * 2 + [2.5e-10] * 2
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", callbacks=[StopAt(3, batch=1)])
+    train(cfg, tmp_path / "killed")
+    resumed = json.loads((tmp_path / "killed" / "history.json").read_text())
+    assert _strip(resumed) == _strip(history)
+    for name in ("model_best.json", "model_last.json"):
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+
+def test_the_kept_model_is_the_weight_average(small_data, tmp_path):
+    from ampxfer_lib.model.formats import load_model
+
+    cfg = make_config(small_data, hidden_size=4, batch_size=4, max_epochs=3, ema_decay=0.9, seed=2)
+    summary = train(cfg, tmp_path / "run")
+    state = ckpt.load_checkpoint(tmp_path / "run")
+    # every optimiser step updated the average: epochs x batches x windows
+    windows = len(tbptt_windows(22050, cfg.warmup_samples, cfg.tbptt_samples))
+    n_segments = round(summary["train_seconds_audio"] / 0.5)
+    assert state["average_updates"] == 3 * math.ceil(n_segments / 4) * windows
+    best = load_model(tmp_path / "run" / "model_best.json")
+    source = state["average"] if state["best_epoch"] == 3 else state["best_model"]
+    for k, v in source.items():
+        assert np.array_equal(best.params[k], v.numpy())
+    last = load_model(tmp_path / "run" / "model_last.json")
+    assert not all(np.array_equal(last.params[k], v.numpy()) for k, v in state["average"].items())
+
+
+def test_a_transferred_start_is_matched_to_the_target_level(tmp_path):
+    """Data made from a model's own output at -2x its dense contribution (and an offset): the
+    gain match finds it exactly, so the start's validation loss is ~0; unmatched it is large."""
+    from ampxfer_lib.data.audio import write_audio
+    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
+    from ampxfer_lib.model.formats import save_model
+    from ampxfer_lib.model.network import ModelConfig, new_model
+    from ampxfer_lib.transfer.level_match import lstm_features
+
+    from conftest import plucked_notes
+
+    source = new_model(ModelConfig(1, 6, True, 44100), seed=4).weights()
+    x = plucked_notes(10.0, 44100, seed=5).astype(np.float32)
+    h = lstm_features(source, x[None, :, None])[0]
+    dense = h @ source.params["lin.weight"][0].astype(np.float64) + float(source.params["lin.bias"][0])
+    y = (x + -2.0 * dense + 0.003).astype(np.float32)
+    write_audio(tmp_path / "di.wav", x, 44100)
+    write_audio(tmp_path / "dev.wav", y, 44100)
+    prepare([CaptureSpec((str(tmp_path / "di.wav"),), (str(tmp_path / "dev.wav"),))], tmp_path / "data",
+            PrepareConfig(align="0", val_seconds=2.0, test_seconds=1.0, limited_seconds=3.0))
+    save_model(source, tmp_path / "source.json")
+    runs = {}
+    for match in ("none", "gain"):
+        cfg = make_config(tmp_path / "data", init_from=str(tmp_path / "source.json"), match_level=match, max_epochs=1)
+        runs[match] = train(cfg, tmp_path / match)
+    assert runs["gain"]["start_match"]["gain"] == pytest.approx(-2.0, rel=1e-3)
+    assert runs["gain"]["initial_val_loss"] < 1e-4 < 0.5 < runs["none"]["initial_val_loss"]
+    assert runs["none"]["start_match"] is None

@@ -62,17 +62,22 @@ class TrainConfig:
     esr_weight: float = 0.75
     dc_weight: float = 0.25
     pre_emphasis: Optional[float] = None
-    scheduler: str = "plateau"  # plateau | exponential | none
+    scheduler: str = "plateau"  # plateau | adaptive | exponential | none
     plateau_factor: float = 0.5
     plateau_patience: int = 5
+    plateau_threshold: float = 1e-3  # adaptive: the relative improvement that counts
     lr_decay: float = 1.0  # exponential: the learning rate's factor per epoch ...
-    min_lr: float = 0.0  # ... down to this floor
+    min_lr: float = 0.0  # ... down to this floor (adaptive: where the run ends)
+    ema_decay: float = 0.0  # weight average per update, validated and kept (0: off)
     val_every: int = 2
     patience: int = 25
     max_epochs: int = 2000
     initial_validation: bool = True
     # transfer: the starting model is a setting like any other (a model JSON or a run folder)
     init_from: Optional[str] = None
+    finetune_lr: Optional[float] = None  # the learning rate when starting from init_from (None: lr)
+    match_level: str = "none"  # none | gain | refit: the starting model's dense layer fitted to the data
+    l2_sp: float = 0.0  # L2-SP: pull towards the starting weights (alpha)
     freeze_lstm_epochs: int = 0
     keep_optimizer: bool = False
     grad_clip: Optional[float] = None
@@ -88,8 +93,21 @@ class TrainConfig:
     def __post_init__(self):
         if self.subset not in ("full", "limited"):
             raise ConfigError(f"--subset must be full or limited, not {self.subset!r}")
-        if self.scheduler not in ("plateau", "exponential", "none"):
-            raise ConfigError(f"unknown scheduler {self.scheduler!r}; one of plateau, exponential, none")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"unknown scheduler {self.scheduler!r}; one of {', '.join(SCHEDULERS)}")
+        if self.match_level not in MATCH_LEVELS:
+            raise ConfigError(f"--match-level must be one of {', '.join(MATCH_LEVELS)}, not {self.match_level!r}")
+        if not (0.0 <= self.ema_decay < 1.0):
+            raise ConfigError(f"--ema-decay must lie in [0, 1), got {self.ema_decay}")
+        if not (self.l2_sp >= 0.0) or self.l2_sp == float("inf"):
+            raise ConfigError(f"--l2-sp must be a finite number >= 0, got {self.l2_sp}")
+        if self.l2_sp > 0 and not self.init_from:
+            raise ConfigError("--l2-sp pulls towards a starting model: it needs --init-from")
+        if self.finetune_lr is not None and not (0.0 < self.finetune_lr < float("inf")):
+            raise ConfigError(f"--finetune-lr must be positive, got {self.finetune_lr}")
+        if not (0.0 < self.plateau_factor < 1.0) or self.plateau_patience < 1 or not (0.0 <= self.plateau_threshold < 1.0):
+            raise ConfigError("plateau_factor must lie in (0, 1), plateau_patience be at least 1 and "
+                              "plateau_threshold lie in [0, 1)")
         if not (0.0 < self.lr_decay <= 1.0) or self.min_lr < 0:
             raise ConfigError("--lr-decay must lie in (0, 1] and --min-lr must not be negative")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -138,10 +156,17 @@ class TrainConfig:
         d["init_from"] = bool(d["init_from"])
         return d
 
+    def start_lr(self) -> float:
+        """The learning rate the run starts at: ``finetune_lr`` when it starts from a model, else ``lr``."""
+        return self.finetune_lr if (self.init_from and self.finetune_lr is not None) else self.lr
+
     def lstm_frozen(self, epoch: int) -> bool:
         """Whether the LSTM's weights stay fixed in ``epoch`` (1-based): only the head trains."""
         return self.freeze_lstm_epochs == -1 or epoch <= self.freeze_lstm_epochs
 
+
+SCHEDULERS = ("plateau", "adaptive", "exponential", "none")
+MATCH_LEVELS = ("none", "gain", "refit")
 
 #: Named recipes: field overrides on top of the TrainConfig defaults (which are ``agam``).
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -156,8 +181,27 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "min_lr": 1e-4,
         "val_every": 1,
     },
+    # The default since issue 11 (bench/RESULTS_real_gear.md): the same updates per second
+    # as ``fast``, a rate that only falls when the validations stop improving and whose
+    # floor is where the run ends, the weights averaged over the last few hundred updates
+    # (validated and kept), and a start from another model matched to the data's level and
+    # fine-tuned at half the rate.
+    "adaptive": {
+        "tbptt_samples": 500,
+        "lr": 1e-2,
+        "finetune_lr": 5e-3,
+        "scheduler": "adaptive",
+        "plateau_factor": 0.5,
+        "plateau_patience": 8,
+        "plateau_threshold": 1e-3,
+        "min_lr": 1e-5,
+        "ema_decay": 0.995,
+        "match_level": "gain",
+        "val_every": 1,
+        "patience": 60,
+    },
 }
-DEFAULT_PRESET = "fast"
+DEFAULT_PRESET = "adaptive"
 
 
 def epoch_lr(config: TrainConfig, epoch: int) -> float:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -38,11 +39,14 @@ from ampxfer_lib.model.network import AmpLSTM, ModelConfig, new_model
 from ampxfer_lib.training import checkpoint as ckpt
 from ampxfer_lib.training.callbacks import Callback, LogFile, Report, RunView
 from ampxfer_lib.training.config import TrainConfig, epoch_lr
+from ampxfer_lib.training.regularize import ema_update_, l2_sp
+from ampxfer_lib.training.schedule import adaptive_lr
 from ampxfer_lib.training.evaluate import evaluate, predict
 from ampxfer_lib.training.losses import esr_numpy, make_loss
 from ampxfer_lib.training.run_folder import RunFolder, RunState, make_summary, starting_model
 from ampxfer_lib.training.tbptt import tbptt_batch, tbptt_windows
 from ampxfer_lib.transfer.init_from import InitSource, adapt_to
+from ampxfer_lib.transfer.level_match import match_level, spread_stretches
 
 
 def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] = (), overwrite: bool = False,
@@ -69,11 +73,14 @@ def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] 
         folder = RunFolder(out_dir, config, model_config, data.fingerprint, init_fingerprint, warnings)
         saved = folder.claim(overwrite, device)  # the checkpoint to resume from; None: a fresh start
 
-        model = build_model(config, model_config, init).to(device)
+        model, start_match = build_model(config, model_config, init, data.dataset)
+        model = model.to(device)
         optimizer = make_optimizer(config, model, init)
         scheduler = make_scheduler(config, optimizer)
         loss_fn = make_loss(config.loss_config())
-        state = RunState.begin(model, optimizer, scheduler, from_model=init is not None)
+        state = RunState.begin(model, optimizer, scheduler, from_model=init is not None,
+                               averaged=config.ema_decay > 0, start_match=start_match)
+        validated = AmpLSTM(model_config).to(device) if config.ema_decay > 0 else model
         report = Report(callbacks, state, out_dir=out_dir, config=config, device=str(device), threads=threads,
                         warnings=tuple(warnings), n_segments=data.n_segments,
                         train_seconds_audio=data.train_seconds_audio)
@@ -106,14 +113,15 @@ def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] 
                     return done
                 state.status, state.stop_reason = "running", None  # a finished run extended
 
+            penalty, after_step = weight_terms(config, state)
             folder.saved_at = time.monotonic()  # the first mid-epoch checkpoint: checkpoint_seconds from here
             report.start()
             for epoch in range(state.epoch + 1, config.max_epochs + 1):
                 clock = Stopwatch(state)
                 set_lstm_trainable(model, not config.lstm_frozen(epoch))
-                if config.scheduler == "exponential":
+                if config.scheduler in ("exponential", "adaptive"):
                     for group in optimizer.param_groups:
-                        group["lr"] = epoch_lr(config, epoch)
+                        group["lr"] = scheduled_lr(config, epoch, state.history)[0]
 
                 # An epoch of batches, resumed at state.batch after a checkpoint inside it.
                 order = shuffle(config, epoch, data.n_segments, device)
@@ -124,7 +132,7 @@ def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] 
                     x, y = data.batch(order[b * config.batch_size:(b + 1) * config.batch_size])
                     state.loss_sum = state.loss_sum + tbptt_batch(model, optimizer, loss_fn, x, y,
                                                                   config.warmup_samples, data.windows,
-                                                                  config.grad_clip)
+                                                                  config.grad_clip, penalty, after_step)
                     state.batch = b + 1
                     report.batch(b + 1, n_batches)
                     if b + 1 < n_batches and folder.checkpoint_due():
@@ -137,7 +145,9 @@ def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] 
                 val_loss = val_esr = None
                 # The last epoch is always validated so that every run ends with a best model.
                 if epoch % config.val_every == 0 or epoch >= config.max_epochs:
-                    val_loss, val_esr = validate(model, loss_fn, data)
+                    if state.average is not None:
+                        validated.load_state_dict(state.average)
+                    val_loss, val_esr = validate(validated, loss_fn, data)
                     if not math.isfinite(val_loss):
                         raise diverged(folder, state, clock, summary, epoch, "validation", val_loss)
                     if scheduler is not None:
@@ -151,6 +161,8 @@ def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] 
                 stop = None
                 if state.bad_validations > config.patience:
                     stop = "early_stop"
+                elif config.scheduler == "adaptive" and scheduled_lr(config, epoch + 1, state.history)[1]:
+                    stop = "converged"
                 elif epoch >= config.max_epochs:
                     stop = "max_epochs"
                 if stop:
@@ -310,17 +322,29 @@ def rate_warnings(config: TrainConfig, data: Dataset, init: Optional[InitSource]
              "details": {"init_rate": start.sample_rate, "data_rate": data.sample_rate}}]
 
 
-def build_model(config: TrainConfig, model_config: ModelConfig, init: Optional[InitSource]) -> AmpLSTM:
-    if init is not None:
-        return adapt_to(init, model_config).to_module()
-    return new_model(model_config, seed=config.seed)
+def build_model(config: TrainConfig, model_config: ModelConfig, init: Optional[InitSource],
+                data: Dataset) -> Tuple[AmpLSTM, Optional[dict]]:
+    """The run's first model and, for a start matched to the data's level, what the match did.
+
+    From a model, its dense layer is fitted to the training audio first (``match_level``): a
+    capture's level and polarity are arbitrary, and an unmatched start began above a random
+    one on real gear (:mod:`ampxfer_lib.transfer.level_match`). The fit sees the run's own
+    subset only, so a limited-data run never looks at the rest."""
+    if init is None:
+        return new_model(model_config, seed=config.seed), None
+    weights = adapt_to(init, model_config)
+    if config.match_level == "none":
+        return weights.to_module(), None
+    stretches = spread_stretches(data.split("train", config.subset), data.sample_rate)
+    weights, info = match_level(weights, stretches, config.match_level)
+    return weights.to_module(), info
 
 
 def make_optimizer(config: TrainConfig, model: AmpLSTM, init: Optional[InitSource]) -> torch.optim.Adam:
     """Adam with the fused (single-kernel) update where this torch has it: four times faster
     than the per-parameter update for six small tensors on a CPU. ``keep_optimizer``: the
     starting run's moments, at this run's learning rate."""
-    settings = dict(lr=config.lr, weight_decay=config.weight_decay)
+    settings = dict(lr=config.start_lr(), weight_decay=config.weight_decay)
     params = list(model.parameters())
     try:
         optimizer = torch.optim.Adam(params, fused=True, **settings)
@@ -333,7 +357,7 @@ def make_optimizer(config: TrainConfig, model: AmpLSTM, init: Optional[InitSourc
             raise ConfigError(f"{config.init_from}: its optimiser state does not fit this model; "
                               "drop --keep-optimizer") from None
         for group in optimizer.param_groups:
-            group["lr"] = config.lr
+            group["lr"] = config.start_lr()
     return optimizer
 
 
@@ -346,6 +370,38 @@ def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
 
 
 # --------------------------------------------------------------------------- the epoch's parts
+
+def scheduled_lr(config: TrainConfig, epoch: int, history: Sequence[dict]) -> Tuple[float, bool]:
+    """The learning rate of ``epoch`` (1-based) under the ``exponential`` or ``adaptive`` scheduler,
+    and (adaptive) whether the validations so far say the run has converged. A function of the
+    config and the recorded history alone, so a resumed run needs no scheduler state."""
+    if config.scheduler == "exponential":
+        return epoch_lr(config, epoch), False
+    losses = [h["val_loss"] for h in history if h["epoch"] > 0 and h["val_loss"] is not None]
+    return adaptive_lr(config.start_lr(), config.plateau_factor, config.plateau_patience, config.min_lr, losses,
+                       config.plateau_threshold)
+
+
+def weight_terms(config: TrainConfig, state: RunState):
+    """The L2-SP penalty towards the start and the weight-average update, as
+    :func:`~ampxfer_lib.training.tbptt.tbptt_batch` takes them (None where off)."""
+    penalty = average_step = None
+    if config.l2_sp > 0 and state.start_state is not None:
+        named = list(state.model.named_parameters())
+        penalty = partial(l2_sp, [p for _, p in named], [state.start_state[n] for n, _ in named], config.l2_sp)
+    if state.average is not None:
+        average_step = partial(update_average, state, config.ema_decay)
+    return penalty, average_step
+
+
+def update_average(state: RunState, decay: float) -> None:
+    """One weight-average update after an optimiser step. The average starts short and
+    lengthens to ``1 / (1 - decay)`` updates, so the first epochs are not dragged back towards
+    the random or transferred start."""
+    state.average_updates += 1
+    n = state.average_updates
+    ema_update_(state.average, state.model.state_dict(), min(decay, (1 + n) / (10 + n)))
+
 
 def shuffle(config: TrainConfig, epoch: int, n_segments: int, device: torch.device) -> torch.Tensor:
     """The epoch's order of the segments (N,): a function of (seed, epoch) alone."""

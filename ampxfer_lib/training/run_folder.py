@@ -112,13 +112,27 @@ class RunState:
     epoch: int = 0
     batch: int = 0
     status: str = "running"  # running | complete | diverged
-    stop_reason: Optional[str] = None  # early_stop | max_epochs | diverged
+    stop_reason: Optional[str] = None  # early_stop | converged | max_epochs | diverged
+    #: The weight average (``ema_decay``), the weights validated and kept; None when off.
+    average: Optional[Dict[str, torch.Tensor]] = None
+    average_updates: int = 0
+    #: The starting model's weights after level matching (the L2-SP anchor); None from scratch.
+    start_state: Optional[Dict[str, torch.Tensor]] = None
+    #: What level matching did to the start (:func:`ampxfer_lib.transfer.level_match.match_level`).
+    start_match: Optional[dict] = None
 
     @classmethod
-    def begin(cls, model: AmpLSTM, optimizer, scheduler, from_model: bool) -> "RunState":
+    def begin(cls, model: AmpLSTM, optimizer, scheduler, from_model: bool, averaged: bool = False,
+              start_match: Optional[dict] = None) -> "RunState":
         device = next(model.parameters()).device
-        return cls(model, optimizer, scheduler, from_model, _copy(model.state_dict()),
-                   torch.zeros((), device=device))
+        start = _copy(model.state_dict())
+        return cls(model, optimizer, scheduler, from_model, start, torch.zeros((), device=device),
+                   average=_copy(start) if averaged else None,
+                   start_state=_copy(start) if from_model else None, start_match=start_match)
+
+    def validated_weights(self) -> Dict[str, torch.Tensor]:
+        """The weights that are validated and kept as the best model: the average when there is one."""
+        return self.average if self.average is not None else self.model.state_dict()
 
     @property
     def has_best_model(self) -> bool:
@@ -129,7 +143,7 @@ class RunState:
         if val_loss < self.best_val_loss:
             self.best_val_loss, self.best_epoch = val_loss, epoch
             self.bad_validations = 0
-            self.best_state = _copy(self.model.state_dict())
+            self.best_state = _copy(self.validated_weights())
         else:
             self.bad_validations += 1
 
@@ -151,6 +165,10 @@ class RunState:
             "rng": {"torch": torch.get_rng_state(), "python": _lists(random.getstate())},
             "status": self.status,
             "stop_reason": self.stop_reason,
+            "average": self.average,
+            "average_updates": self.average_updates,
+            "start_model": self.start_state,
+            "start_match": self.start_match,
         }
 
     def restore(self, saved: dict) -> None:
@@ -173,6 +191,13 @@ class RunState:
         random.setstate(_tuples(saved["rng"]["python"]))
         self.status = saved.get("status", "running")
         self.stop_reason = saved.get("stop_reason")
+        # Checkpoints from before weight averaging and level matching hold none of these.
+        if saved.get("average") is not None:
+            self.average = {k: v.to(self.loss_sum.device) for k, v in saved["average"].items()}
+        self.average_updates = int(saved.get("average_updates", 0))
+        if saved.get("start_model") is not None:
+            self.start_state = {k: v.to(self.loss_sum.device) for k, v in saved["start_model"].items()}
+        self.start_match = saved.get("start_match", self.start_match)
 
 
 def _copy(state_dict: dict) -> dict:
@@ -337,6 +362,7 @@ def make_summary(state: RunState, config: TrainConfig, model_config: ModelConfig
         "first_val_loss": first["val_loss"] if first else None,
         "status": state.status,
         "stop_reason": state.stop_reason,
+        "start_match": state.start_match,
         "subset": config.subset,
         "train_seconds_audio": round(train_seconds_audio, 3),
         "seed": config.seed,

@@ -29,13 +29,16 @@ def tbptt_windows(segment_len: int, warmup: int, window: int) -> List[Tuple[int,
 def tbptt_batch(model: AmpLSTM, optimizer: torch.optim.Optimizer,
                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                 x: torch.Tensor, y: torch.Tensor, warmup: int, windows: Sequence[Tuple[int, int]],
-                grad_clip: Optional[float] = None) -> torch.Tensor:
+                grad_clip: Optional[float] = None, penalty: Optional[Callable[[], torch.Tensor]] = None,
+                after_step: Optional[Callable[[], None]] = None) -> torch.Tensor:
     """Train on one batch: ``x`` (L, C, B), ``y`` (L, B), from a zero state.
 
     ``windows``: the update windows (non-empty), e.g. :func:`tbptt_windows`. ``grad_clip``:
-    the largest gradient norm of the trainable parameters. Returns the mean of the windows'
-    losses as a 0-d tensor on the data's device: reading it would make a GPU wait for the
-    host after every update, so the caller decides when to.
+    the largest gradient norm of the trainable parameters. ``penalty``: a term on the weights
+    added to every window's loss (e.g. L2-SP), not to the returned loss; ``after_step``: called
+    after every optimiser step (e.g. a weight average). Returns the mean of the windows' data
+    losses as a 0-d tensor on the data's device: reading it would make a GPU wait for the host
+    after every update, so the caller decides when to.
     """
     state = model.advance_tm(x[:warmup]) if warmup else None
     params = [p for p in model.parameters() if p.requires_grad] if grad_clip is not None else []
@@ -45,10 +48,12 @@ def tbptt_batch(model: AmpLSTM, optimizer: torch.optim.Optimizer,
         pred, state = model.forward_tm(x[start:stop], state)
         # (T, B) -> (B, T): the losses take batch first, time second
         loss = loss_fn(pred.t(), y[start:stop].t())
-        loss.backward()
+        (loss + penalty() if penalty is not None else loss).backward()
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
+        if after_step is not None:
+            after_step()
         state = model.detached(state)
         total = total + loss.detach()
     return total / len(windows)
