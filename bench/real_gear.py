@@ -122,7 +122,9 @@ DEVICES: Tuple[Device, ...] = (
 #: ``quick`` for quick alone. ``start``: "model" (the picked library model as it is) or
 #: "refit_head" (its dense layer refitted by least squares to the target, matching level and
 #: polarity). ``rank``: RankConfig overrides (the ranking is cached per distinct setting).
-#: The agam reference does not depend on the recipe. Add variants below; give a changed
+#: ``scratch_of``: another recipe whose scratch_full this one shares (same preset and
+#: ``train``: only the start or the transfer settings differ), or "reference" for the agam
+#: reference (a recipe on the plain agam preset). The agam reference does not depend on the recipe. Add variants below; give a changed
 #: definition a new name (a run folder refuses a different definition under the old one).
 RECIPES: Dict[str, dict] = {
     "default": {
@@ -132,10 +134,16 @@ RECIPES: Dict[str, dict] = {
     "default_refit": {
         "about": "the defaults, but the start's dense layer refitted to the target (level and polarity matched)",
         "preset": None, "train": {}, "transfer": {}, "quick": {}, "start": "refit_head", "rank": {},
+        "scratch_of": "default",
+    },
+    "article": {
+        "about": "the article's recipe (agam preset) for every run, the picked start as it is",
+        "preset": "agam", "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
+        "scratch_of": "reference",
     },
 }
 DEVICE_INDEX = {d.name: i for i, d in enumerate(DEVICES)}
-RECIPE_KEYS = {"about", "preset", "train", "transfer", "quick", "start", "rank"}
+RECIPE_KEYS = {"about", "preset", "train", "transfer", "quick", "start", "rank", "scratch_of"}
 TRAIN_RUNS = rep.RUNS
 #: Longest first, so two workers finish together.
 RUN_ORDER = {"agam_full": 0, "scratch_full": 1, "transfer_full": 2, "quick": 3}
@@ -230,7 +238,8 @@ def rank_tag(rank_overrides: dict) -> str:
 def check_recipes(names: Sequence[str]) -> None:
     for name in names:
         if name not in RECIPES:
-            raise SystemExit(f"error: --recipe {name}: unknown; one of {', '.join(RECIPES)} (add it to RECIPES in {__file__})")
+            raise SystemExit(f"error: --recipe {name}: unknown; one of {', '.join(RECIPES)} "
+                             f"(add it to RECIPES in {__file__})")
         unknown = set(RECIPES[name]) - RECIPE_KEYS
         if unknown:
             raise SystemExit(f"error: recipe {name}: unknown key(s) {', '.join(sorted(unknown))}; "
@@ -238,6 +247,17 @@ def check_recipes(names: Sequence[str]) -> None:
         if RECIPES[name].get("start", "model") not in ("model", "refit_head"):
             raise SystemExit(f"error: recipe {name}: start must be 'model' or 'refit_head'")
         RankConfig(**_rank_kwargs(RECIPES[name].get("rank", {})))  # raises on a bad setting
+        other = RECIPES[name].get("scratch_of")
+        if other is not None:
+            mine = (RECIPES[name].get("preset"), RECIPES[name].get("train", {}))
+            theirs = ("agam", {}) if other == "reference" else (
+                (RECIPES[other].get("preset"), RECIPES[other].get("train", {})) if other in RECIPES else None)
+            if theirs is None or other == name or RECIPES.get(other, {}).get("scratch_of"):
+                raise SystemExit(f"error: recipe {name}: scratch_of {other!r} must name another recipe that runs "
+                                 "its own scratch_full, or 'reference'")
+            if mine != theirs:
+                raise SystemExit(f"error: recipe {name}: scratch_of {other!r}, but their preset or train settings "
+                                 "differ, so their scratch runs would too; drop scratch_of")
 
 
 def _rank_kwargs(overrides: dict) -> dict:
@@ -655,7 +675,8 @@ def benchmark(args, command: str) -> int:
           f"seed(s) {' '.join(map(str, args.seeds))}, {args.jobs} job(s), out {out}")
     if dry:
         for d in devices:
-            print(f"  device {d.name:14s} {d.category:30s} {d.model}{' knobs ' + str(list(d.knobs)) if d.knobs else ''}")
+            knobs = f" knobs {list(d.knobs)}" if d.knobs else ""
+            print(f"  device {d.name:14s} {d.category:30s} {d.model}{knobs}")
         for name in recipes:
             print(f"  recipe {name}: {json.dumps({k: v for k, v in RECIPES[name].items() if k != 'about'})}")
 
@@ -710,6 +731,12 @@ def benchmark(args, command: str) -> int:
             for name in recipes:
                 recipe = RECIPES[name]
                 for run in recipe_runs:
+                    if run == "scratch_full" and recipe.get("scratch_of"):
+                        other = recipe["scratch_of"]  # a shared run: planned once, under its owner
+                        tasks.append(train_task(out, d, data[d.name], "agam_full" if other == "reference"
+                                                else "scratch_full", None if other == "reference" else other,
+                                                seed, args))
+                        continue
                     init, ranking = None, None
                     if run in transfer_runs:
                         rt = rank_tasks[(d.name, rank_tag(recipe.get("rank", {})))]
@@ -721,6 +748,7 @@ def benchmark(args, command: str) -> int:
                                 continue  # its ranking failed (reported above)
                             export_start(r, init, recipe.get("start", "model"))
                     tasks.append(train_task(out, d, data[d.name], run, name, seed, args, init, ranking))
+    tasks = list({str(t.folder): t for t in tasks}.values())  # a shared run once
     tasks.sort(key=lambda t: (RUN_ORDER[t.run], DEVICE_INDEX[t.device], t.recipe or "", t.seed))
     todo = []
     for t in tasks:
@@ -754,7 +782,8 @@ def collect(out: Path, recipes: Optional[Sequence[str]], devices: Sequence[Devic
         for f in sorted((out / "reference" / d.name).glob("agam_full_s*/result.json")):
             r = json.loads(f.read_text())
             ref[(d.name, r["seed"])] = r
-    names = recipes or sorted(p.name for p in (out / "recipes").glob("*") if p.is_dir())
+    on_disk = sorted(p.name for p in (out / "recipes").glob("*") if p.is_dir())
+    names = recipes or [n for n in RECIPES if n in on_disk] + [n for n in on_disk if n not in RECIPES]
     found = {}
     for name in names:
         found[name] = {}
@@ -762,6 +791,18 @@ def collect(out: Path, recipes: Optional[Sequence[str]], devices: Sequence[Devic
             for f in sorted((out / "recipes" / name / d.name).glob("*_s*/result.json")):
                 r = json.loads(f.read_text())
                 found[name][(d.name, r["run"], r["seed"])] = r
+            other = RECIPES.get(name, {}).get("scratch_of")
+            if other == "reference":
+                shared = {seed: r for (dev, seed), r in ref.items() if dev == d.name}
+            elif other:
+                shared = {}
+                for f in sorted((out / "recipes" / other / d.name).glob("scratch_full_s*/result.json")):
+                    r = json.loads(f.read_text())
+                    shared[r["seed"]] = r
+            else:
+                shared = {}
+            for seed, r in shared.items():
+                found[name].setdefault((d.name, "scratch_full", seed), dict(r, run="scratch_full"))
     return {"reference": ref, "recipes": found}
 
 
@@ -778,12 +819,17 @@ def report_text(out: Path, found: dict, devices: Sequence[Device], figures: Dict
         lines += ["The runs were produced by:", ""] + [f"    {c}" for c in commands]
     lines += ["", "### Devices", "", "| device | category | capture | knobs | why |", "|---|---|---|---|---|"]
     for d in devices:
-        lines.append(f"| {d.name} | {d.category} | `{d.model}` | {', '.join(f'{k:g}' for k in d.knobs) or '–'} | {d.why} |")
+        lines.append(f"| {d.name} | {d.category} | `{d.model}` | {_knobs(d.knobs)} | {d.why} |")
     for name, runs in found["recipes"].items():
         lines += ["", f"### Recipe `{name}`", ""]
         definition = RECIPES.get(name)
         if definition:
-            lines += [f"{definition.get('about', '')}: `{json.dumps({k: v for k, v in definition.items() if k != 'about'})}`", ""]
+            spec = json.dumps({k: v for k, v in definition.items() if k != "about"})
+            lines += [f"{definition.get('about', '')}: `{spec}`", ""]
+            if definition.get("scratch_of"):
+                owner = ("the agam reference (agam_full)" if definition["scratch_of"] == "reference"
+                         else f"recipe `{definition['scratch_of']}`'s")
+                lines += [f"Its scratch_full is {owner} run (the same settings), not a run of its own.", ""]
         per_device, table_rows, starts = {}, [], []
         seeds_by_device: Dict[str, set] = {}
         for (dev, run, seed) in runs:
@@ -820,11 +866,19 @@ def report_text(out: Path, found: dict, devices: Sequence[Device], figures: Dict
                       "|---|---|---|---:|---:|---:|---|"]
             for dev, r in starts:
                 b = r["best"]
-                lines.append(f"| {dev} | {model_label(b['model'])} | {', '.join(f'{k:g}' for k in b['knobs']) or '–'} | "
+                lines.append(f"| {dev} | {model_label(b['model'])} | {_knobs(b['knobs'])} | "
                              f"{b['score']:.4f} ({b['scored_by']}) | {r['cpu_s']:.1f} | {len(r['library'])} | "
                              f"{', '.join(model_label(p) for p in r['left_out'])} |")
             lines.append("")
         lines += ["#### Targets (medians over devices, CPU seconds on one thread)", ""]
+        capped = [f"{dev} {run} s{seed}" for rec, dev, run, seed, m in table_rows
+                  if rec != "reference" and m["cap_hit"]]
+        agam_cap = sorted({dev for rec, dev, run, seed, m in table_rows if rec == "reference" and m["cap_hit"]})
+        if capped:
+            lines += [f"**Provisional:** {len(capped)} run(s) of this recipe stopped at an epoch cap, not by "
+                      f"themselves ({', '.join(capped[:6])}{', ...' if len(capped) > 6 else ''}).", ""]
+        if agam_cap:
+            lines += [f"agam_full reached its epoch cap on: {', '.join(agam_cap)}.", ""]
         for t in rep.evaluate_targets(per_device):
             lines.append(f"- **{t['target']}** {'met' if t['met'] else 'not met'}: {t['text']}")
         lines += ["", "#### Per device (median over seeds)", ""] + rep.ratio_table(per_device)
@@ -835,10 +889,14 @@ def report_text(out: Path, found: dict, devices: Sequence[Device], figures: Dict
         lines += rep.run_table(table_rows)
     if figures:
         lines += ["", "### Figures", "", "Validation ESR and learning rate against CPU seconds, every run of a device "
-                  "(`bench/figures/real_gear/`).", ""]
+                  "(the first seed; the first recipe solid).", ""]
         for dev, path in figures.items():
             lines.append(f"![{dev}]({os.path.relpath(path, results_path.parent)})")
     return "\n".join(lines) + "\n"
+
+
+def _knobs(knobs) -> str:
+    return ", ".join(f"{k:g}" for k in knobs) or "–"
 
 
 def _all_results(found: dict):

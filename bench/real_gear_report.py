@@ -49,7 +49,8 @@ def first_cpu_at_or_below(curve: Sequence[Mapping], key: str, level: float) -> O
     return None
 
 
-def time_to_thresholds(curve: Sequence[Mapping], thresholds: Sequence[float] = ESR_THRESHOLDS) -> Dict[float, Optional[float]]:
+def time_to_thresholds(curve: Sequence[Mapping],
+                       thresholds: Sequence[float] = ESR_THRESHOLDS) -> Dict[float, Optional[float]]:
     """{threshold: CPU seconds until the validation ESR first reaches it, or None}."""
     return {t: first_cpu_at_or_below(curve, "val_esr", t) for t in thresholds}
 
@@ -192,7 +193,7 @@ def evaluate_targets(per_device: Mapping[str, Mapping]) -> List[dict]:
     close = sorted(d for d, v in test.items() if abs(v - 1.0) <= SEED_NOISE_BAND)
     med_speed = median(speed.values())
     met = msg is None and not worse and med_speed is not None and med_speed >= TARGET_SPEEDUP_VS_AGAM
-    text = (f"default/agam test ESR: worst {_f(max(test.values()) if test else None)}, "
+    text = (f"scratch_full/agam_full test ESR: worst {_f(max(test.values()) if test else None)}, "
             f"worse on {len(worse)} ({', '.join(worse) or 'none'}); median speed-up to agam's final validation "
             f"ESR {_x(med_speed)} (target >= {TARGET_SPEEDUP_VS_AGAM:g}x)")
     if close:
@@ -276,7 +277,7 @@ def run_table(rows: Sequence[Tuple[str, str, str, int, Mapping]]) -> List[str]:
 
 
 def ratio_table(per_device: Mapping[str, Mapping]) -> List[str]:
-    lines = ["| device | default/agam test ESR | default speed-up to agam's ESR | transfer/scratch epoch-0 ESR | "
+    lines = ["| device | scratch/agam test ESR | scratch speed-up to agam's ESR | transfer/scratch epoch-0 ESR | "
              "quick/scratch test ESR | quick CPU s (incl. ranking) | transfer/scratch test ESR | "
              "transfer speed-up to scratch's ESR | transfer/scratch CPU |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -327,7 +328,7 @@ def device_figure(device: str, curves: Sequence[Tuple[str, str, Sequence[Mapping
 
     fig = Figure(figsize=(7.5, 5.5), dpi=80)
     ax, lr_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    recipes = sorted({r for r, _, _ in curves if r != "reference"})
+    recipes = list(dict.fromkeys(r for r, _, _ in curves if r != "reference"))  # first: solid
     for recipe, run, curve in curves:
         style = "-" if recipe == "reference" else RECIPE_STYLES[recipes.index(recipe) % len(RECIPE_STYLES)]
         label = run if recipe == "reference" or len(recipes) < 2 else f"{run} ({recipe})"

@@ -213,6 +213,20 @@ def test_recipe_overrides_and_rank_tag():
         rg.check_recipes(["no_such_recipe"])
 
 
+def test_a_shared_scratch_run_needs_the_same_settings(monkeypatch):
+    recipes = {"base": {"preset": None, "train": {"lr": 1e-3}},
+               "refit": {"preset": None, "train": {"lr": 1e-3}, "start": "refit_head", "scratch_of": "base"},
+               "other_lr": {"preset": None, "train": {"lr": 5e-4}, "scratch_of": "base"},
+               "agam_like": {"preset": "agam", "train": {}, "scratch_of": "reference"},
+               "chained": {"preset": None, "train": {"lr": 1e-3}, "scratch_of": "refit"}}
+    monkeypatch.setattr(rg, "RECIPES", recipes)
+    rg.check_recipes(["base", "refit", "agam_like"])
+    with pytest.raises(SystemExit, match="differ"):
+        rg.check_recipes(["other_lr"])
+    with pytest.raises(SystemExit, match="runs its own scratch_full"):
+        rg.check_recipes(["chained"])
+
+
 def task_for(folder, data, **overrides):
     config = make_config(data, None, subset="full", device="cpu", threads=1, **overrides)
     return rg.Task("train", "dev", "scratch_full", "default", 0, folder, {"config": config.to_dict(), "ranking": None})
@@ -265,3 +279,41 @@ def test_command_line_refuses_unknown_names():
     with pytest.raises(SystemExit, match="unknown"):
         rg.select_runs("scratch_full,fast_full")
     assert [d.name for d in rg.select_devices("rat,mt2")] == ["rat", "mt2"]
+
+
+def test_report_from_hand_made_run_folders(tmp_path):
+    out = tmp_path / "out"
+
+    def put(folder, res, run, recipe, ranking=None):
+        folder.mkdir(parents=True)
+        res.update({"run": run, "recipe": recipe, "seed": 0, "command": "python bench/real_gear.py --devices mt2",
+                    "ranking": None if ranking is None else str(ranking)})
+        (folder / "result.json").write_text(json.dumps(res))
+
+    ranking = out / "rank" / "mt2" / "default" / "ranking.json"
+    ranking.parent.mkdir(parents=True)
+    ranking.write_text(json.dumps({"cpu_s": 15.0, "library": ["a", "b"], "left_out": ["/x/tonelibrary_h20/m.json"],
+                                   "best": {"model": "/x/tonelibrary_h20/start.json", "knobs": [], "score": 0.25,
+                                            "scored_by": "finetune_probe"}}))
+    put(out / "reference" / "mt2" / "agam_full_s0",
+        result([(0, 0.0, 1.0), (2, 100.0, 0.08), (4, 300.0, 0.05), (6, 400.0, 0.06)], 4, 0.06, "max_epochs"),
+        "agam_full", None)
+    runs = out / "recipes" / "default" / "mt2"
+    put(runs / "scratch_full_s0", result([(0, 0.0, 1.0), (1, 25.0, 0.2), (2, 50.0, 0.05), (3, 75.0, 0.04)], 3, 0.048),
+        "scratch_full", "default")
+    put(runs / "quick_s0", result([(0, 0.0, 0.5), (1, 10.0, 0.08), (2, 20.0, 0.07)], 2, 0.072), "quick", "default",
+        ranking)
+    put(runs / "transfer_full_s0", result([(0, 0.0, 0.5), (1, 25.0, 0.045), (2, 50.0, 0.03)], 2, 0.036),
+        "transfer_full", "default", ranking)
+    results = tmp_path / "R.md"
+    results.write_text("# Mine\n\nhand-written calibration\n")
+    assert rg.main(["--out", str(out), "--report", "--results", str(results)]) == 0
+    text = results.read_text()
+    assert text.startswith("# Mine\n\nhand-written calibration\n\n" + rep.REPORT_BEGIN)
+    assert "| mt2 | 0.800 | 6.00x | 0.500 | 1.500 | 35 | 0.750 | 1.50x | 0.667 |" in text
+    assert ("| mt2 | tonelibrary_h20/start.json | – | 0.2500 (finetune_probe) | 15.0 | 2 | "
+            "tonelibrary_h20/m.json |") in text
+    assert "- **1** met" in text and "- **2** met" in text and "- **3** met" in text and "- **4** met" in text
+    assert "agam_full reached its epoch cap on: mt2." in text and "Provisional" not in text
+    assert "| reference | mt2 | agam_full | 0 | 0.0600 | 6 (**cap**) | 4 | 400 | 300 |" in text
+    assert "    python bench/real_gear.py --devices mt2" in text
