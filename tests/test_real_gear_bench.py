@@ -1,0 +1,319 @@
+"""The real-gear benchmark's arithmetic (bench/real_gear_report.py) and harness (bench/real_gear.py):
+time to threshold, ratios, medians, targets, split arithmetic, leave-one-out, resumable CPU clock."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
+from ampxfer_lib.data.audio import write_audio
+from ampxfer_lib.model.formats import load_model, save_model
+from ampxfer_lib.model.network import ModelConfig, ModelWeights, new_model
+from ampxfer_lib.training.loop import evaluate_model, make_config
+from ampxfer_lib.transfer.init_from import fold_knobs
+
+from conftest import realdata_or_skip
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import real_gear as rg  # noqa: E402
+import real_gear_report as rep  # noqa: E402
+
+
+def curve(*points):
+    """(epoch, cpu_s, val_esr) -> curve records (val_loss = val_esr here, lr fixed)."""
+    return [{"epoch": e, "cpu_s": c, "val_esr": v, "val_loss": v, "train_loss": None, "lr": 1e-3} for e, c, v in points]
+
+
+def result(points, best_epoch, test_esr, stop="early_stop"):
+    epochs = points[-1][0]
+    return {"summary": {"best_epoch": best_epoch, "test_esr": test_esr, "epochs": epochs, "stop_reason": stop,
+                        "best_val_loss": None}, "curve": curve(*points), "wall_s": 10.0, "cpu_exact": True}
+
+
+# --------------------------------------------------------------------------- one run
+
+def test_time_to_thresholds_takes_the_first_crossing_and_none_when_never():
+    c = curve((0, 0.0, 0.9), (1, 10.0, 0.2), (2, 20.0, None), (3, 30.0, 0.04), (4, 40.0, 0.06), (5, 50.0, 0.015))
+    assert rep.time_to_thresholds(c) == {0.10: 30.0, 0.05: 30.0, 0.02: 50.0, 0.01: None}
+    # exactly at the level counts as reached; a start already there takes no time
+    assert rep.time_to_thresholds(curve((0, 0.0, 0.05), (1, 5.0, 0.01))) == {0.10: 0.0, 0.05: 0.0, 0.02: 5.0, 0.01: 5.0}
+
+
+def test_run_metrics_reads_best_epoch_start_and_cap():
+    m = rep.run_metrics(result([(0, 0.0, 1.2), (1, 3.0, 0.5), (2, 6.0, 0.3), (3, 9.0, 0.4)], 2, 0.31, "max_epochs"))
+    assert (m["best_val_esr"], m["cpu_to_best"], m["cpu_s"]) == (0.3, 6.0, 9.0)
+    assert (m["start_val_esr"], m["start_val_loss"], m["epochs"], m["cap_hit"]) == (1.2, 1.2, 3, True)
+    assert m["ttq"][0.10] is None
+
+
+# --------------------------------------------------------------------------- ratios
+
+def test_speedup_to_level_closed_form():
+    c = curve((0, 0.0, 1.0), (1, 20.0, 0.3), (2, 40.0, 0.1))
+    assert rep.speedup_to_level(120.0, c, 0.1) == 3.0
+    assert rep.speedup_to_level(120.0, c, 0.05) == 0.0  # never reached: the worst speed-up
+    assert rep.speedup_to_level(120.0, c, 1.0) == math.inf  # the start is already there
+    assert rep.speedup_to_level(None, c, 0.1) is None
+
+
+def test_device_ratios_on_hand_made_runs():
+    agam = rep.run_metrics(result([(0, 0.0, 1.0), (2, 100.0, 0.08), (4, 300.0, 0.05), (6, 400.0, 0.06)], 4, 0.06))
+    scratch = rep.run_metrics(result([(0, 0.0, 1.0), (1, 25.0, 0.2), (2, 50.0, 0.05), (3, 75.0, 0.04)], 3, 0.048))
+    quick = rep.run_metrics(result([(0, 0.0, 0.5), (1, 10.0, 0.08), (2, 20.0, 0.07)], 2, 0.072))
+    transfer = rep.run_metrics(result([(0, 0.0, 0.5), (1, 25.0, 0.045), (2, 50.0, 0.03)], 2, 0.036))
+    r = rep.device_ratios({"scratch_full": scratch, "agam_full": agam, "quick": quick, "transfer_full": transfer},
+                          rank_cpu_s=15.0)
+    assert r["default_vs_agam_test"] == pytest.approx(0.048 / 0.06)
+    assert r["default_speedup_vs_agam"] == 300.0 / 50.0  # agam's best (ESR 0.05 at 300 s); scratch gets there at 50 s
+    assert r["transfer_start_vs_scratch"] == 0.5
+    assert r["quick_vs_scratch_test"] == pytest.approx(1.5)
+    assert r["quick_cpu_s"] == 35.0  # ranking + the whole quick run
+    assert r["transfer_vs_scratch_test"] == pytest.approx(0.75)
+    assert r["transfer_speedup"] == 75.0 / 50.0  # scratch's best (0.04 at 75 s); transfer reaches it at 50 s
+    assert r["transfer_cpu_ratio"] == pytest.approx(50.0 / 75.0)
+    # missing runs give None, never an error
+    only = rep.device_ratios({"scratch_full": scratch}, None)
+    assert only["default_vs_agam_test"] is None and only["transfer_speedup"] is None and only["quick_cpu_s"] is None
+
+
+def test_median_ignores_missing_and_keeps_inf():
+    assert rep.median([3.0, None, 1.0, 2.0]) == 2.0
+    assert rep.median([4.0, 1.0, 3.0, 2.0]) == 2.5
+    assert rep.median([None, None]) is None
+    assert rep.median([1.0, math.inf]) == math.inf
+    assert rep.median([0.0, 2.0, math.inf]) == 2.0
+    seeds = rep.combine_seeds([{"quick_vs_scratch_test": 1.2}, {"quick_vs_scratch_test": 1.6}])
+    assert seeds["quick_vs_scratch_test"] == pytest.approx(1.4) and seeds["transfer_speedup"] is None
+
+
+def ratios(**kw):
+    base = dict(default_vs_agam_test=0.8, default_speedup_vs_agam=4.0, transfer_start_vs_scratch=0.5,
+                quick_vs_scratch_test=1.3, quick_cpu_s=200.0, transfer_vs_scratch_test=0.9, transfer_speedup=2.0,
+                transfer_cpu_ratio=0.7)
+    base.update(kw)
+    return base
+
+
+def test_targets_met_and_missed():
+    good = {"a": ratios(), "b": ratios(), "c": ratios()}
+    assert [t["met"] for t in rep.evaluate_targets(good)] == [True, True, True, True]
+    bad = {"a": ratios(default_vs_agam_test=1.05, transfer_start_vs_scratch=1.0, transfer_vs_scratch_test=1.01),
+           "b": ratios(quick_vs_scratch_test=1.6, default_speedup_vs_agam=0.0),
+           "c": ratios(quick_vs_scratch_test=1.7, default_speedup_vs_agam=2.0)}
+    t = rep.evaluate_targets(bad)
+    assert [x["met"] for x in t] == [False, False, False, False]
+    assert "worse on 1 (a)" in t[0]["text"] and "seed noise" in t[0]["text"] and "2.00x" in t[0]["text"]
+    assert "not below scratch on 1 (a)" in t[1]["text"]
+    assert "median 1.6000" in t[2]["text"]
+    # target 3 also needs the 5-minute budget
+    slow = {"a": ratios(quick_cpu_s=301.0)}
+    assert [x["met"] for x in rep.evaluate_targets(slow)] == [True, True, False, True]
+    # a device without the runs makes a target incomplete, never met
+    partial = {"a": ratios(), "b": ratios(transfer_start_vs_scratch=None)}
+    t = rep.evaluate_targets(partial)
+    assert not t[1]["met"] and t[1]["text"].startswith("incomplete: 1 of 2")
+
+
+def test_replace_report_keeps_what_is_outside_the_markers():
+    assert rep.replace_report(None, "body", "T") == f"# T\n\n{rep.REPORT_BEGIN}\nbody\n{rep.REPORT_END}\n"
+    first = rep.replace_report("# Hand\n\ncalibration\n", "one", "T")
+    assert first == f"# Hand\n\ncalibration\n\n{rep.REPORT_BEGIN}\none\n{rep.REPORT_END}\n"
+    second = rep.replace_report(first + "\nafter\n", "two", "T")
+    assert second == f"# Hand\n\ncalibration\n\n{rep.REPORT_BEGIN}\ntwo\n{rep.REPORT_END}\n\nafter\n"
+
+
+# --------------------------------------------------------------------------- split arithmetic
+
+def test_split_plan_closed_form():
+    plan = rg.split_plan([("a", 10), ("b", 6), ("c", 8)], rate=4, gap_seconds=0.5, val_seconds=2.5,
+                         test_seconds=1.5, limited_seconds=2.0, segment_seconds=1.0)
+    # a [0, 10), gap 2, b [12, 18), gap 2, c [20, 28): 28 samples; val 10, test 6, train 12
+    assert plan["total"] == 28
+    assert plan["bounds"] == {"train": (0, 12), "limited": (0, 8), "val": (12, 22), "test": (22, 28)}
+    assert plan["segments"] == {"full": 3, "limited": 2}
+    assert plan["clips"] == {"train": [("a", 10)], "limited": [("a", 8)], "val": [("b", 6), ("c", 2)],
+                             "test": [("c", 6)]}
+    with pytest.raises(ValueError):
+        rg.split_plan([("a", 10)], rate=4, val_seconds=2.0, test_seconds=1.0)
+
+
+def test_split_plan_agrees_with_prepare(tmp_path):
+    rate = 8000
+    plan = rg.split_plan([("a", 13000), ("b", 9000), ("c", 17001)], rate=rate, gap_seconds=0.25, val_seconds=1.1,
+                         test_seconds=0.7, limited_seconds=0.9)
+    rng = np.random.default_rng(0)
+    x = (0.3 * rng.standard_normal(plan["total"])).astype(np.float32)
+    write_audio(tmp_path / "in.wav", x, rate)
+    write_audio(tmp_path / "out.wav", np.tanh(3 * x).astype(np.float32), rate)
+    m = prepare([CaptureSpec((str(tmp_path / "in.wav"),), (str(tmp_path / "out.wav"),))], tmp_path / "data",
+                PrepareConfig(rate=rate, align="0", val_seconds=1.1, test_seconds=0.7, limited_seconds=0.9))
+    for split in ("train", "val", "test"):
+        a, b = plan["bounds"][split]
+        assert m["splits"][split]["files"][0]["samples"] == b - a
+    a, b = plan["bounds"]["limited"]
+    assert m["subsets"]["limited"]["train_seconds"] == round((b - a) / rate, 6)
+
+
+# --------------------------------------------------------------------------- leave-one-out
+
+def snapshot(seed):
+    return new_model(ModelConfig(hidden_size=4), seed=seed).weights()
+
+
+def test_leave_one_out_removes_the_device_and_its_copies(tmp_path):
+    a, b = snapshot(1), snapshot(2)
+    cond = new_model(ModelConfig(input_size=2, hidden_size=4), seed=3).weights()
+    save_model(a, tmp_path / "a.json")
+    (tmp_path / "other").mkdir()
+    # the same network with the LSTM bias split differently between bias_ih and bias_hh: a copy
+    params = dict(a.params)
+    params["rec.bias_ih_l0"] = a.params["rec.bias_ih_l0"] + a.params["rec.bias_hh_l0"]
+    params["rec.bias_hh_l0"] = np.zeros_like(a.params["rec.bias_hh_l0"])
+    save_model(ModelWeights(a.config, params), tmp_path / "other" / "a_copy.json")
+    save_model(b, tmp_path / "b.json")
+    save_model(cond, tmp_path / "cond.json")
+    save_model(fold_knobs(cond, [0.25]), tmp_path / "cond_at_025.json")
+    save_model(fold_knobs(cond, [0.75]), tmp_path / "cond_at_075.json")
+    library = sorted(tmp_path.rglob("*.json"))
+    kept, out = rg.leave_one_out(tmp_path / "a.json", (), library)
+    assert [p.name for p in out] == ["a.json", "a_copy.json"]
+    assert [p.name for p in kept] == ["b.json", "cond.json", "cond_at_025.json", "cond_at_075.json"]
+    kept, out = rg.leave_one_out(tmp_path / "cond.json", (0.25,), library)
+    assert [p.name for p in out] == ["cond.json", "cond_at_025.json"]  # the other knob value is another capture
+    assert [p.name for p in kept] == ["a.json", "b.json", "cond_at_075.json", "a_copy.json"]
+
+
+def test_leave_one_out_on_the_real_library_drops_both_ts9_fulld_files():
+    real = realdata_or_skip()
+    library = rg.library_files(real)
+    kept, out = rg.leave_one_out(real / "models" / "neuralpi" / "TS9_FullD.json", (), library)
+    assert [rg.model_label(p) for p in out] == ["neuralpi/TS9_FullD.json", "tonelibrary_h20/TS9_FullD.json"]
+    assert len(kept) == len(library) - 2 and (real / "models" / "neuralpi" / "TS9.json") in kept
+    for d in rg.DEVICES:  # every device file is present, and never its own start
+        kept, out = rg.leave_one_out(real / "models" / d.model, d.knobs, library)
+        assert real / "models" / d.model in out and real / "models" / d.model not in kept
+
+
+# --------------------------------------------------------------------------- recipes and run folders
+
+def test_recipe_overrides_and_rank_tag():
+    recipe = {"train": {"lr": 1e-3, "patience": 10}, "transfer": {"lr": 5e-4}, "quick": {"patience": 40}}
+    assert rg.recipe_overrides(recipe, "scratch_full") == {"lr": 1e-3, "patience": 10}
+    assert rg.recipe_overrides(recipe, "transfer_full") == {"lr": 5e-4, "patience": 10}
+    assert rg.recipe_overrides(recipe, "quick") == {"lr": 5e-4, "patience": 40}
+    assert rg.rank_tag({}) == "default"
+    assert rg.rank_tag({"finetune_top": 3, "probe_seconds": 4}) == rg.rank_tag({"probe_seconds": 4, "finetune_top": 3})
+    assert rg.rank_tag({"finetune_top": 3}) != rg.rank_tag({"finetune_top": 4})
+    rg.check_recipes(list(rg.RECIPES))
+    with pytest.raises(SystemExit, match="unknown"):
+        rg.check_recipes(["no_such_recipe"])
+
+
+def test_a_shared_scratch_run_needs_the_same_settings(monkeypatch):
+    recipes = {"base": {"preset": None, "train": {"lr": 1e-3}},
+               "refit": {"preset": None, "train": {"lr": 1e-3}, "start": "refit_head", "scratch_of": "base"},
+               "other_lr": {"preset": None, "train": {"lr": 5e-4}, "scratch_of": "base"},
+               "agam_like": {"preset": "agam", "train": {}, "scratch_of": "reference"},
+               "chained": {"preset": None, "train": {"lr": 1e-3}, "scratch_of": "refit"}}
+    monkeypatch.setattr(rg, "RECIPES", recipes)
+    rg.check_recipes(["base", "refit", "agam_like"])
+    with pytest.raises(SystemExit, match="differ"):
+        rg.check_recipes(["other_lr"])
+    with pytest.raises(SystemExit, match="runs its own scratch_full"):
+        rg.check_recipes(["chained"])
+
+
+def task_for(folder, data, **overrides):
+    config = make_config(data, None, subset="full", device="cpu", threads=1, **overrides)
+    return rg.Task("train", "dev", "scratch_full", "default", 0, folder, {"config": config.to_dict(), "ranking": None})
+
+
+def test_task_state_done_resume_and_conflict(tmp_path, small_data):
+    folder = tmp_path / "run"
+    task = task_for(folder, small_data, max_epochs=3)
+    assert rg.task_state(task)[0] == "new"
+    rg.write_task(task, "cmd")
+    res = {"summary": {"stop_reason": "max_epochs", "epochs": 3, "test_esr": 0.5}, "max_epochs": 3, "curve": []}
+    (folder / "result.json").write_text(json.dumps(res))
+    assert rg.task_state(task)[0] == "done"
+    assert rg.task_state(task_for(folder, small_data, max_epochs=5)) == ("resume", "extend from 3 to 5 epochs")
+    res["summary"]["stop_reason"] = "early_stop"
+    (folder / "result.json").write_text(json.dumps(res))
+    assert rg.task_state(task_for(folder, small_data, max_epochs=5))[0] == "done"  # it stopped by itself
+    state, words = rg.task_state(task_for(folder, small_data, max_epochs=3, lr=1e-3))
+    assert state == "conflict" and "lr" in words and str(folder) in words
+
+
+# --------------------------------------------------------------------------- the worker's clock
+
+def test_worker_records_cpu_and_validation_esr_and_resumes_the_clock(tmp_path, small_data):
+    folder = tmp_path / "run"
+    rg.write_task(task_for(folder, small_data, max_epochs=2), "cmd one")
+    assert rg.work(folder) == 0
+    first = json.loads((folder / "result.json").read_text())
+    c = first["curve"]
+    assert [r["epoch"] for r in c] == [0, 1, 2] and c[0]["cpu_s"] == 0.0
+    assert 0 < c[1]["cpu_s"] < c[2]["cpu_s"] <= first["process_cpu_s"]
+    assert first["cpu_exact"] and first["summary"]["epochs"] == 2
+    best = first["summary"]["best_epoch"]
+    # the curve's ESR is plain validation ESR: the kept model scores it again exactly
+    model = load_model(folder / "train" / "model_best.json").to_module()
+    from ampxfer_lib.data.dataset import load_dataset
+    assert c[best]["val_esr"] == pytest.approx(evaluate_model(model, load_dataset(small_data), "val"), rel=1e-6)
+    # extended: the clock continues from the recorded epochs, which stay as they were
+    rg.write_task(task_for(folder, small_data, max_epochs=3), "cmd two")
+    assert rg.work(folder) == 0
+    second = json.loads((folder / "result.json").read_text())
+    assert second["curve"][:3] == c
+    assert second["curve"][3]["epoch"] == 3 and second["curve"][3]["cpu_s"] > c[2]["cpu_s"]
+    assert second["command"] == "cmd two" and second["max_epochs"] == 3
+
+
+def test_command_line_refuses_unknown_names():
+    with pytest.raises(SystemExit, match="--devices nope: unknown"):
+        rg.select_devices("mt2,nope")
+    with pytest.raises(SystemExit, match="unknown"):
+        rg.select_runs("scratch_full,fast_full")
+    assert [d.name for d in rg.select_devices("rat,mt2")] == ["rat", "mt2"]
+
+
+def test_report_from_hand_made_run_folders(tmp_path):
+    out = tmp_path / "out"
+
+    def put(folder, res, run, recipe, ranking=None):
+        folder.mkdir(parents=True)
+        res.update({"run": run, "recipe": recipe, "seed": 0, "command": "python bench/real_gear.py --devices mt2",
+                    "ranking": None if ranking is None else str(ranking)})
+        (folder / "result.json").write_text(json.dumps(res))
+
+    ranking = out / "rank" / "mt2" / "default" / "ranking.json"
+    ranking.parent.mkdir(parents=True)
+    ranking.write_text(json.dumps({"cpu_s": 15.0, "library": ["a", "b"], "left_out": ["/x/tonelibrary_h20/m.json"],
+                                   "best": {"model": "/x/tonelibrary_h20/start.json", "knobs": [], "score": 0.25,
+                                            "scored_by": "finetune_probe"}}))
+    put(out / "reference" / "mt2" / "agam_full_s0",
+        result([(0, 0.0, 1.0), (2, 100.0, 0.08), (4, 300.0, 0.05), (6, 400.0, 0.06)], 4, 0.06, "max_epochs"),
+        "agam_full", None)
+    runs = out / "recipes" / "default" / "mt2"
+    put(runs / "scratch_full_s0", result([(0, 0.0, 1.0), (1, 25.0, 0.2), (2, 50.0, 0.05), (3, 75.0, 0.04)], 3, 0.048),
+        "scratch_full", "default")
+    put(runs / "quick_s0", result([(0, 0.0, 0.5), (1, 10.0, 0.08), (2, 20.0, 0.07)], 2, 0.072), "quick", "default",
+        ranking)
+    put(runs / "transfer_full_s0", result([(0, 0.0, 0.5), (1, 25.0, 0.045), (2, 50.0, 0.03)], 2, 0.036),
+        "transfer_full", "default", ranking)
+    results = tmp_path / "R.md"
+    results.write_text("# Mine\n\nhand-written calibration\n")
+    assert rg.main(["--out", str(out), "--report", "--results", str(results)]) == 0
+    text = results.read_text()
+    assert text.startswith("# Mine\n\nhand-written calibration\n\n" + rep.REPORT_BEGIN)
+    assert "| mt2 | 0.800 | 6.00x | 0.500 | 1.500 | 35 | 0.750 | 1.50x | 0.667 |" in text
+    assert ("| mt2 | tonelibrary_h20/start.json | – | 0.2500 (finetune_probe) | 15.0 | 2 | "
+            "tonelibrary_h20/m.json |") in text
+    assert "- **1** met" in text and "- **2** met" in text and "- **3** met" in text and "- **4** met" in text
+    assert "agam_full reached its epoch cap on: mt2." in text and "Provisional" not in text
+    assert "| reference | mt2 | agam_full | 0 | 0.0600 | 6 (**cap**) | 4 | 400 | 300 |" in text
+    assert "    python bench/real_gear.py --devices mt2" in text
