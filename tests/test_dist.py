@@ -61,7 +61,7 @@ def test_wheel_holds_the_whole_library_and_its_requirements(built):
 
 def test_zip_is_the_source_notebooks_and_sample_data(built):
     top = f"ampxfer-{__version__}/"
-    expected = (["README.md", "pyproject.toml", "requirements.txt"] + _package_files()
+    expected = (["README.md", "bench/gpu_check.py", "pyproject.toml", "requirements.txt"] + _package_files()
                 + [p.relative_to(REPO).as_posix() for p in sorted((REPO / "notebooks").glob("0*.ipynb"))]
                 + ["sample_data/CHECKSUMS.json", "sample_data/README.md", "sample_data/di.flac"]
                 + [f"sample_data/preview/{d}.flac" for d in ("bluesjr", "ht40", "mt2", "ts9")])

@@ -5,9 +5,10 @@ Writes into ``dist/`` (or ``--out``):
 * ``ampxfer-<version>-py3-none-any.whl``: the library (every sub-package, the study files);
   ``pip install`` it anywhere. It carries no sample data and no notebooks.
 * ``ampxfer-<version>.zip``: one folder ``ampxfer-<version>/`` holding the source
-  (``pyproject.toml``, ``requirements.txt``, ``README.md``, ``ampxfer_lib/``), the notebooks and
-  the committed sample data: what a clone of the tag has, minus tests, benchmarks and CI (the
-  same layout as GitHub's "Download ZIP" of a tag). ``pip install -e`` the unpacked folder and
+  (``pyproject.toml``, ``requirements.txt``, ``README.md``, ``ampxfer_lib/``), the notebooks,
+  the committed sample data and ``bench/gpu_check.py`` (so a Colab GPU can run it): what a
+  clone of the tag has, minus tests, the other benchmarks and CI (the same layout as GitHub's
+  "Download ZIP" of a tag). ``pip install -e`` the unpacked folder and
   the library finds ``sample_data/`` and ``notebooks/`` beside it, as in a clone. The Colab
   set-up cell does exactly that with an uploaded zip.
 
@@ -41,7 +42,7 @@ from typing import List, Sequence
 REPO = Path(__file__).resolve().parents[1]
 #: What the zip carries, relative to the repository (files, or folders taken whole).
 ZIP_CONTENT = ("pyproject.toml", "requirements.txt", "README.md", "LICENSE", "ampxfer_lib", "notebooks",
-               "sample_data")
+               "sample_data", "bench/gpu_check.py")
 #: What the wheel is built from (pyproject.toml reads the other two).
 WHEEL_SOURCE = ("pyproject.toml", "requirements.txt", "README.md", "LICENSE", "ampxfer_lib")
 _SKIP_PARTS = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache"}
