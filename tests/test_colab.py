@@ -396,3 +396,47 @@ def test_setup_cell_carries_the_tested_install_functions(tmp_path):
         body = inspect.getsource(fn).split('"""', 2)[2]  # the code after the docstring
         assert body in cell
     assert f"folders = {colab.UPLOAD_FOLDERS!r}" in cell
+
+
+# --------------------------------------------------------------------------- Colab's package stack
+
+def _colab_pins() -> dict:
+    """constraints/colab.txt as {normalised name: version}, plus the recorded (not installed) torch."""
+    text = (REPO / "constraints" / "colab.txt").read_text()
+    pins = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")  # only exact pins belong in the file
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    recorded = re.search(r"^#\s+torch==(\S+)", text, re.M)
+    return pins, recorded.group(1)
+
+
+def test_colab_constraints_never_install_colabs_torch_and_satisfy_every_requirement():
+    from packaging.requirements import Requirement
+
+    pins, colab_torch = _colab_pins()
+    assert "torch" not in pins and colab_torch == "2.11.0+cu128"
+    installed = dict(pins, torch=colab_torch)
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            # Colab already has a version that satisfies it, so installing ampxfer there replaces nothing.
+            assert req.specifier.contains(installed[req.name.lower()], prereleases=True), (line, installed[req.name])
+
+
+def test_readme_names_the_colab_stack_that_was_checked():
+    pins, colab_torch = _colab_pins()
+    readme = (REPO / "README.md").read_text()
+    stated = re.search(r"Last checked on \S+ against Colab's GPU runtime of [^(]+\(([^)]+)\)", readme.replace("\n", " "))
+    assert stated, "README: the 'Last checked on ...' sentence of the Colab section"
+    for item in stated.group(1).split(", "):
+        name, version = item.rsplit(" ", 1)
+        key = {"IPython": "ipython"}.get(name, name).lower()
+        if name == "Python":
+            assert f"Python {version}" in (REPO / "constraints" / "colab.txt").read_text()
+        elif name == "torch":
+            assert version == colab_torch
+        else:
+            assert pins[key] == version, name
