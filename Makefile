@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 NOTEBOOKS := $(VPY) -m ampxfer_lib.notebooks
 
-.PHONY: venv test demo smoke reproduce bench bench-quick clean-demo
+.PHONY: venv test demo smoke reproduce bench bench-quick clean-demo dist colab-check
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -53,3 +53,30 @@ bench-quick: venv
 
 clean-demo:
 	rm -rf out/demo
+
+# What a user installs before (or without) a release: dist/ampxfer-<version>-py3-none-any.whl
+# (the library) and dist/ampxfer-<version>.zip (source, notebooks, sample data; the Colab
+# set-up cell installs from either when uploaded). See tools/dist.py.
+dist: venv
+	$(VPY) tools/dist.py --out dist
+
+# Google Colab's package stack (constraints/colab.txt: its versions, with date and source) in a
+# fresh virtual environment with the CPU torch, then the notebook-facing tests and the notebook
+# suite in smoke mode there (CI; a few minutes, most of it downloads). Colab runs Python 3.12:
+# `make colab-check PYTHON=python3.12` where there is one. Everything stays under out/.
+COLAB_VENV := out/colab-venv
+COLAB_PY := $(COLAB_VENV)/bin/python
+COLAB_PIP := PIP_CACHE_DIR=$(CURDIR)/out/pip-cache $(COLAB_PY) -m pip install -q -c constraints/colab.txt
+colab-check:
+	rm -rf $(COLAB_VENV) out/colab-check
+	$(PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_PIP) "$(TORCH_SPEC)"
+	$(COLAB_PIP) -e . nbclient nbformat ipykernel ipywidgets pytest
+	$(COLAB_PY) -m pip check
+	$(COLAB_PY) -c "import sys, numpy, scipy, librosa, matplotlib, numba, IPython, ipywidgets, ipykernel, torch; \
+	  print('colab-check stack: Python', sys.version.split()[0], '| numpy', numpy.__version__, '| scipy', scipy.__version__, \
+	  '| librosa', librosa.__version__, '| matplotlib', matplotlib.__version__, '| numba', numba.__version__, \
+	  '| IPython', IPython.__version__, '| ipywidgets', ipywidgets.__version__, '| ipykernel', ipykernel.__version__, \
+	  '| torch', torch.__version__)"
+	$(COLAB_PY) -m pytest -q -p no:cacheprovider tests/test_listening.py tests/test_colab.py
+	PYDEVD_DISABLE_FILE_VALIDATION=1 $(COLAB_PY) -m ampxfer_lib.notebooks run --all --out out/colab-check --smoke

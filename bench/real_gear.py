@@ -62,7 +62,9 @@ from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare  # noqa
 from ampxfer_lib.fileio import atomic_write_json, atomic_write_text, sha256_file  # noqa: E402
 from ampxfer_lib.model.formats import load_model, save_model  # noqa: E402
 from ampxfer_lib.model.render import render  # noqa: E402
-from ampxfer_lib.training.loop import Callback, LogLines, TrainConfig, evaluate_model, make_config, train  # noqa: E402
+from ampxfer_lib.training.callbacks import Callback, LogLines
+from ampxfer_lib.training.config import TrainConfig, make_config
+from ampxfer_lib.training.loop import evaluate_model, train  # noqa: E402
 from ampxfer_lib.transfer.init_from import fold_knobs  # noqa: E402
 from ampxfer_lib.transfer.rank import RankConfig, rank_library, starting_model  # noqa: E402
 # ---------------------------------------------------------------------------------------------

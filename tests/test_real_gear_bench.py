@@ -13,7 +13,8 @@ from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
 from ampxfer_lib.data.audio import write_audio
 from ampxfer_lib.model.formats import load_model, save_model
 from ampxfer_lib.model.network import ModelConfig, ModelWeights, new_model
-from ampxfer_lib.training.loop import evaluate_model, make_config
+from ampxfer_lib.training.config import make_config
+from ampxfer_lib.training.loop import evaluate_model
 from ampxfer_lib.transfer.init_from import fold_knobs
 
 from conftest import realdata_or_skip

@@ -7,7 +7,9 @@ the place goes through here, and everything that needs the internet fails *fast*
 shipped sample data instead of hanging.
 
 * :data:`REPO_URL`, :data:`REPO_REF`: the repository and the tag (or commit) the notebooks'
-  Colab set-up cell installs; :func:`setup_cell_source` is that cell, word for word.
+  Colab set-up cell installs when no uploaded wheel or zip is found
+  (:func:`find_ampxfer_package`, :func:`install_ampxfer`); :func:`setup_cell_source` is that
+  cell, word for word.
 * :data:`STARTING_MODELS`: public captures of real gear (GuitarML NeuralPi models, AGAM JSON,
   LSTM 20) that can start a transfer, by URL pinned to a commit.
 * :func:`in_colab`, :func:`gpu_report`, :func:`mount_drive`, :func:`upload_files`.
@@ -303,36 +305,170 @@ def fetch_starting_model(name: str, dest_dir: PathLike, timeout: float = DEFAULT
 
 
 # --------------------------------------------------------------------------- set-up cell
+#
+# The set-up cell runs before ampxfer is installed, so it cannot import it: the two functions
+# below are copied into the cell (``inspect.getsource``, docstrings cut to their first line)
+# and must use nothing but the standard library, imported inside them, and their arguments.
+# They are tested here, as plain functions, on temporary folders.
+
+#: Where the set-up cell looks for an uploaded wheel or zip (from ``make dist``), in this order:
+#: Colab's working folder (the file browser's upload target), then a folder on Google Drive
+#: (searched only when Drive is mounted).
+UPLOAD_FOLDERS = ("/content", "/content/drive/MyDrive/ampxfer")
+
+
+def find_ampxfer_package(folders, version):
+    """The uploaded ampxfer package to install from: a path, or None when there is none.
+
+    ``folders``: where to look, in order of preference; ``version``: the version the notebooks
+    were written for ("0.1.0"). Candidates are files named ``ampxfer-<version>...whl`` (the
+    wheel of ``make dist``) or ``ampxfer-<version>...zip`` (its zip: the source, notebooks
+    and sample data; GitHub's "Download ZIP" of a tag has the same layout), also as a browser
+    renames a second download ("ampxfer-0.1.0 (1).zip"). Best first: the notebooks' version
+    over any other, a zip over a wheel (only the zip brings the sample data), an earlier
+    folder over a later one, a newer file over an older one.
+    """
+    import os
+    import re
+
+    name_re = re.compile(r"ampxfer-(\d+(?:\.\d+)*(?:(?:a|b|rc|\.post|\.dev)\d+)?)"
+                         r"(?:-py3-none-any)?(?: \(\d+\))?\.(whl|zip)")
+    best, best_key = None, None
+    for rank, folder in enumerate(folders):
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:  # absent, e.g. Drive not mounted
+            continue
+        for name in names:
+            m = name_re.fullmatch(name)
+            path = os.path.join(folder, name)
+            if not m or not os.path.isfile(path):
+                continue
+            key = (m.group(1) == version, m.group(2) == "zip", -rank, os.path.getmtime(path), name)
+            if best_key is None or key > best_key:
+                best, best_key = path, key
+    return best
+
+
+def install_ampxfer(package, checkout, repo, ref, version, folders, run, log=print):
+    """Install ampxfer in Colab; returns how ("checkout", "zip", "wheel" or "clone").
+
+    * ``checkout`` (e.g. /content/ampxfer) already holds ampxfer (this cell ran before):
+      ``pip install -e`` it again;
+    * ``package`` is a zip (from :func:`find_ampxfer_package`): unpack it to ``checkout``
+      and ``pip install -e`` it (library, notebooks and sample data, as a clone has them);
+    * ``package`` is a wheel: ``pip install`` it (the library alone: no sample data);
+    * no package: clone ``repo`` at ``ref`` (a tag, or a 40-hex commit) into ``checkout``.
+
+    ``run(argv)`` runs a command and raises on failure (``subprocess.run(..., check=True)``).
+    Raises RuntimeError saying what to upload when nothing works. Colab's own torch (its
+    CUDA build) satisfies ampxfer's requirement and is left as it is.
+    """
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    if os.path.isfile(os.path.join(checkout, "pyproject.toml")):
+        run(pip + ["-e", checkout])
+        log(f"ampxfer: using {checkout} from an earlier run of this cell (delete that folder to install "
+            "another version)")
+        return "checkout"
+    if os.path.exists(checkout):
+        raise RuntimeError(f"{checkout}: exists but holds no ampxfer (no pyproject.toml); rename or delete it "
+                           "and rerun this cell")
+    if package and package.endswith(".zip"):
+        with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(checkout))) as tmp:
+            with zipfile.ZipFile(package) as z:
+                z.extractall(tmp)
+            tops = os.listdir(tmp)
+            # make dist's zip and GitHub's "Download ZIP" hold one folder, ampxfer-<version>/
+            root = os.path.join(tmp, tops[0]) if len(tops) == 1 else tmp
+            if not os.path.isfile(os.path.join(root, "pyproject.toml")):
+                raise RuntimeError(f"{package}: not an ampxfer zip (no pyproject.toml inside); upload the "
+                                   f"dist/ampxfer-{version}.zip that `make dist` writes and rerun this cell")
+            os.makedirs(checkout)
+            for name in os.listdir(root):
+                os.replace(os.path.join(root, name), os.path.join(checkout, name))
+        run(pip + ["-e", checkout])
+        log(f"ampxfer: installed from {package}, unpacked to {checkout} (library, notebooks, sample data)")
+        return "zip"
+    if package and package.endswith(".whl"):
+        # pip needs the wheel's own name; a browser's "ampxfer-0.1.0-py3-none-any (1).whl" is not one.
+        with tempfile.TemporaryDirectory() as tmp:
+            wheel = os.path.join(tmp, re.sub(r" \(\d+\)", "", os.path.basename(package)))
+            shutil.copyfile(package, wheel)
+            run(pip + [wheel])
+        log(f"ampxfer: installed from {package} (the library only: for the sample data upload "
+            f"ampxfer-{version}.zip too and rerun this cell, or use your own recordings)")
+        return "wheel"
+    try:
+        if len(ref) == 40 and all(c in "0123456789abcdef" for c in ref):  # a commit: fetch just that one
+            for cmd in (["init", "-q", checkout], ["-C", checkout, "fetch", "-q", "--depth", "1", repo, ref],
+                        ["-C", checkout, "checkout", "-q", "FETCH_HEAD"]):
+                run(["git"] + cmd)
+        else:
+            run(["git", "clone", "-q", "--depth", "1", "--branch", ref, repo, checkout])
+    except (OSError, subprocess.CalledProcessError) as exc:
+        shutil.rmtree(checkout, ignore_errors=True)  # a half-made clone would pass for a checkout
+        why = f"git exit status {exc.returncode}" if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+        what = "the commit" if len(ref) == 40 else "the tag"
+        raise RuntimeError(
+            f"no ampxfer wheel or zip found in {' or '.join(folders)}, and {what} {ref} could not be cloned from "
+            f"{repo} ({why}): upload dist/ampxfer-{version}.zip (or dist/ampxfer-{version}-py3-none-any.whl) "
+            "from `make dist` via the file browser on the left and rerun this cell") from None
+    run(pip + ["-e", checkout])
+    log(f"ampxfer: cloned {repo} at {ref} into {checkout}")
+    return "clone"
+
 
 def setup_cell_source(url: str = REPO_URL, ref: str = REPO_REF) -> str:
-    """The first code cell of every notebook: install ampxfer in Colab (and optionally mount
-    Google Drive), do nothing elsewhere.
+    """The first code cell of every notebook: install ampxfer in Colab (from an uploaded
+    wheel or zip, else the pinned tag) and optionally mount Google Drive; nothing elsewhere.
 
-    It cannot import ampxfer (it installs it), hence the literals. A clone (not a pip URL
-    install) brings sample_data/ along; ``pip install -e`` keeps Colab's own CUDA torch.
+    It cannot import ampxfer (it installs it), hence the literals and the copies of
+    :func:`find_ampxfer_package` and :func:`install_ampxfer`.
     """
-    return f'''# Colab set-up: install ampxfer at the version these notebooks were written for, check for a GPU.
-# Elsewhere (your Jupyter, CI) it does nothing: there ampxfer is installed by `make venv`.
+    import inspect
+
+    from ampxfer_lib import __version__
+
+    def copy(fn) -> str:  # the function's source, its docstring cut to the first line
+        source = inspect.getsource(fn)
+        doc = inspect.getdoc(fn)
+        start = source.index('"""')
+        end = source.index('"""', start + 3) + 3
+        return source[:start] + '"""' + doc.splitlines()[0] + '"""' + source[end:]
+
+    helpers = "\n\n".join(copy(f) for f in (find_ampxfer_package, install_ampxfer))
+    return f'''# Colab set-up: install ampxfer, check for a GPU. Elsewhere (your Jupyter, CI) it does nothing:
+# there ampxfer is installed by `make venv`. In Colab it installs, in this order: the ampxfer
+# zip or wheel of `make dist` uploaded to /content (or in MyDrive/ampxfer on a mounted Drive),
+# else the version these notebooks were written for from GitHub.
 import sys
 AMPXFER_REPO = "{url}"
 AMPXFER_REF = "{ref}"  # a tag or a commit
+AMPXFER_VERSION = "{__version__}"
 MOUNT_DRIVE = False  #@param {{type:"boolean"}}
+
+
+{helpers}
+
 if "google.colab" in sys.modules:
-    import os, subprocess
-    where = "{COLAB_CHECKOUT}"
-    if not os.path.isdir(where):
-        if len(AMPXFER_REF) == 40:  # a commit: fetch just that one
-            for cmd in (["init", "-q", where], ["-C", where, "fetch", "-q", "--depth", "1", AMPXFER_REPO, AMPXFER_REF],
-                        ["-C", where, "checkout", "-q", "FETCH_HEAD"]):
-                subprocess.run(["git", *cmd], check=True)
-        else:
-            subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", AMPXFER_REF, AMPXFER_REPO, where], check=True)
-    # Colab's own (CUDA) torch satisfies ampxfer's requirement and is left as it is.
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", where], check=True)
-    sys.path.insert(0, where)  # importable now, without restarting the runtime
+    import importlib, subprocess
     if MOUNT_DRIVE:  # keep OUT_DIR on Drive (e.g. /content/drive/MyDrive/ampxfer): runs survive the runtime
         from google.colab import drive
         drive.mount("/content/drive")
+    folders = {UPLOAD_FOLDERS!r}
+    how = install_ampxfer(find_ampxfer_package(folders, AMPXFER_VERSION), "{COLAB_CHECKOUT}", AMPXFER_REPO,
+                          AMPXFER_REF, AMPXFER_VERSION, folders, lambda argv: subprocess.run(argv, check=True))
+    if how != "wheel":
+        sys.path.insert(0, "{COLAB_CHECKOUT}")  # importable now, without restarting the runtime
+    importlib.invalidate_caches()
     import torch
     print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available()
           else "none (Runtime > Change runtime type > T4 GPU makes training faster)")'''

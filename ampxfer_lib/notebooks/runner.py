@@ -82,6 +82,13 @@ def write_notebook(nb, path: PathLike) -> None:
 def find_notebooks(names: Optional[Sequence[str]] = None, folder: PathLike = NOTEBOOK_DIR) -> List[Path]:
     """Suite notebooks by file name or number prefix ("01", "03_transfer"); all when ``names`` is empty."""
     folder = Path(folder)
+    by_path = bool(names) and all(Path(n).suffix == ".ipynb" for n in names)
+    if not folder.is_dir() and not by_path:
+        from ampxfer_lib import __version__
+
+        raise ConfigError(f"{folder}: no notebooks folder; ampxfer installed as a package (from its wheel) "
+                          f"carries no notebooks: unpack ampxfer-{__version__}.zip (from `make dist`), "
+                          "`pip install -e` its folder and run from there, or give notebook files by path")
     if not names:
         return [folder / n for n in SUITE if (folder / n).exists()]
     out = []
@@ -291,9 +298,9 @@ def run_suite(out_dir: PathLike, names: Optional[Sequence[str]] = None, smoke: b
     """
     if budget is not None and budget not in BUDGETS:
         raise ConfigError(f"--budget must be one of {', '.join(BUDGETS)}, not {budget!r}")
+    paths = find_notebooks(names, folder)  # before making the folder: a bad name leaves nothing behind
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    paths = find_notebooks(names, folder)
     extra = dict(extra or {})
     notebooks = [(p, read_notebook(p)) for p in paths]
     unused = set(extra) - {n for _, nb in notebooks for n in parameter_names(nb)}

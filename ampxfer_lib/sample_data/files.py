@@ -155,6 +155,16 @@ def load_reference(root: Optional[PathLike] = None) -> dict:
         if path.is_file():
             with open(path, "r", encoding="utf-8") as f:
                 return json.load(f)
+    if not CHECKOUT_SAMPLE_DIR.is_dir():
+        # Installed from the wheel: the library alone, with no repository around it.
+        from ampxfer_lib import __version__
+
+        given = root is not None and Path(root) != CHECKOUT_SAMPLE_DIR
+        where = f"{root} holds no {CHECKSUMS_NAME}, and " if given else ""
+        raise AmpxferError(f"no sample data: {where}ampxfer is installed as a package (from its wheel), which "
+                           f"carries no sample data; unpack ampxfer-{__version__}.zip (from `make dist`) and "
+                           "`pip install -e` its folder (in Colab: upload the zip and rerun the set-up cell), "
+                           "or set AMPXFER_SAMPLE_DIR to its sample_data folder, or use your own recordings")
     raise AmpxferError(f"{CHECKOUT_SAMPLE_DIR / CHECKSUMS_NAME}: missing; the sample data checksums "
                        "ship with the repository: restore it with `git checkout -- sample_data`")
 
