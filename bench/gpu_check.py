@@ -66,7 +66,7 @@ from ampxfer_lib.model.network import ModelConfig, new_model  # noqa: E402
 from ampxfer_lib.model.render import compile_kernels, render  # noqa: E402
 from ampxfer_lib.training.checkpoint import MODEL_BEST  # noqa: E402
 from ampxfer_lib.training.callbacks import Callback  # noqa: E402
-from ampxfer_lib.training.config import make_config  # noqa: E402
+from ampxfer_lib.training.config import DEFAULT_PRESET, make_config  # noqa: E402
 from ampxfer_lib.training.tbptt import tbptt_windows  # noqa: E402
 from ampxfer_lib.training.loop import train  # noqa: E402
 from ampxfer_lib.training.losses import make_loss  # noqa: E402
@@ -225,7 +225,7 @@ def equivalence(data_dir: Path, out: Path, device: torch.device, epochs: int) ->
 
 def epoch_times(data_dir: Path, out: Path, device: torch.device) -> List[dict]:
     rows = []
-    for preset in ("fast", "agam"):
+    for preset in (DEFAULT_PRESET, "agam"):
         rec = _train(data_dir, out / f"time_{preset}", device, preset=preset, max_epochs=2)
         rows.append({"preset": preset, "segments": rec.segments, "batches": rec.batches,
                      "first_train_s": rec.train_s[0], "train_s": rec.train_s[1], "val_s": rec.val_s[1],
