@@ -186,8 +186,8 @@ class AmpLSTM(nn.Module):
         """The same network on a time-major, batch-innermost input: x (T, C, B) -> y (T, B).
 
         Returns the output and the state after the last step. On the CPU this is the
-        hand-written kernel of :mod:`ampxfer_lib.model.cpu_lstm` (about 3x faster to train than
-        nn.LSTM's); elsewhere nn.LSTM (cuDNN on a GPU) on a batch-first copy.
+        hand-written kernel of :mod:`ampxfer_lib.model.cpu_lstm` (its speed against nn.LSTM is
+        given there); elsewhere nn.LSTM (cuDNN on a GPU) on a batch-first copy.
         """
         if x.dim() != 3 or x.shape[1] != self.config.input_size:
             raise ValueError(f"expected input of shape (time, {self.config.input_size}, batch), got {tuple(x.shape)}")
@@ -215,8 +215,8 @@ class AmpLSTM(nn.Module):
     def infer(self, x: torch.Tensor, chunk: int = 100_000) -> torch.Tensor:
         """Whole sequences from a zero state, leaving ``self.state`` alone: (B, T, C) -> (B, T, 1).
 
-        On the CPU the numba kernel (about 4x nn.LSTM's speed for one sequence); elsewhere
-        nn.LSTM in chunks of ``chunk`` samples to bound memory.
+        On the CPU the numba kernel of :mod:`ampxfer_lib.model.cpu_lstm` (speed given there);
+        elsewhere nn.LSTM in chunks of ``chunk`` samples to bound memory.
         """
         if self.uses_cpu_kernel():
             rec = self.rec
