@@ -129,8 +129,8 @@ def worker(args) -> int:
 
 # --------------------------------------------------------------------------- parent
 def compile_times(env) -> dict:
-    code = ("import time; t0 = time.perf_counter(); from ampxfer_lib import lstm_kernels; "
-            "t1 = time.perf_counter(); from ampxfer_lib import render; render.compile_kernels(); "
+    code = ("import time; t0 = time.perf_counter(); from ampxfer_lib.model import render_kernels; "
+            "t1 = time.perf_counter(); from ampxfer_lib.model import render; render.compile_kernels(); "
             "t2 = time.perf_counter(); print(t1 - t0, t2 - t1)")
     with tempfile.TemporaryDirectory() as cache:
         e = dict(env, NUMBA_CACHE_DIR=cache)
