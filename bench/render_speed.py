@@ -170,7 +170,8 @@ def main(argv=None) -> int:
 
     from ampxfer_lib.model import render as R
     from ampxfer_lib.model.formats import load_model, save_model
-    from ampxfer_lib.model.network import ModelConfig, new_model
+    from ampxfer_lib.model.network import new_model
+    from ampxfer_lib.model.weights import ModelConfig
 
     x, desc = guitar_di(a.seconds)
     print(f"audio: {desc}; {x.size} samples")

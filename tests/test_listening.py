@@ -10,7 +10,8 @@ import soundfile as sf
 
 from ampxfer_lib.notebooks import listening
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.model.network import ModelConfig, new_model
+from ampxfer_lib.model.network import new_model
+from ampxfer_lib.model.weights import ModelConfig
 from ampxfer_lib.model.render import render
 
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from ampxfer_lib.model import cpu_lstm as lstm_cpu
-from ampxfer_lib.model.network import AmpLSTM, ModelConfig, new_model
+from ampxfer_lib.model.network import AmpLSTM, new_model
+from ampxfer_lib.model.weights import ModelConfig
 
 pytestmark = pytest.mark.skipif(not lstm_cpu.available(), reason="numba is not importable")
 

@@ -18,7 +18,7 @@ import torch
 from ampxfer_lib.model import render as R
 from ampxfer_lib.errors import AudioError, ConfigError
 from ampxfer_lib.model.formats import load_model
-from ampxfer_lib.model.network import ModelConfig, ModelWeights
+from ampxfer_lib.model.weights import ModelConfig, ModelWeights
 
 torch.set_num_threads(1)
 RATE = 44100

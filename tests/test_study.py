@@ -13,12 +13,12 @@ from ampxfer_lib.training import checkpoint as ckpt
 from ampxfer_lib.cli.main import main
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.model.formats import load_model, save_model
-from ampxfer_lib.model.network import ModelConfig, new_model
+from ampxfer_lib.model.network import new_model
+from ampxfer_lib.model.weights import ModelConfig, fold_knobs
 from ampxfer_lib.study.report import RESULT_COLUMNS
 from ampxfer_lib.study.plan import (InProcessExecutor, StudyConfig, load_study, make_executor, plan_study, run_state,
                                run_study, shipped_studies)
 from ampxfer_lib.training.loop import Callback, Trainer, make_config
-from ampxfer_lib.transfer.init_from import fold_knobs
 
 from conftest import file_hashes
 

@@ -213,7 +213,8 @@ def _reference_agam_epoch(data_dir, hidden, seed, epochs, batch_size):
 
     from ampxfer_lib.data.dataset import load_dataset, segment
     from ampxfer_lib.training.losses import LossConfig, make_loss
-    from ampxfer_lib.model.network import ModelConfig, new_model
+    from ampxfer_lib.model.network import new_model
+    from ampxfer_lib.model.weights import ModelConfig
 
     data = load_dataset(data_dir)
     x, y = segment(data.split("train"), 22050)
@@ -246,7 +247,8 @@ def test_agam_trajectory_matches_a_plain_nn_lstm_loop(small_data, tmp_path):
     cfg = make_config(small_data, "agam", hidden_size=5, seed=2, max_epochs=2, batch_size=4)
     train(cfg, tmp_path / "run")
     got = load_model(tmp_path / "run" / "model_last.json").params
-    from ampxfer_lib.model.network import ModelConfig, new_model
+    from ampxfer_lib.model.network import new_model
+    from ampxfer_lib.model.weights import ModelConfig
 
     start = new_model(ModelConfig(hidden_size=5), seed=2).state_dict()
     assert max(float(np.abs(expected[k] - start[k].numpy()).max()) for k in expected) > 0.05  # it trained

@@ -557,8 +557,8 @@ def check_sources(config: StudyConfig, specs: Sequence[RunSpec]) -> None:
     """Fail before any training when a source model cannot start its target's model."""
     from ampxfer_lib.data.dataset import load_dataset
     from ampxfer_lib.model.formats import load_model
-    from ampxfer_lib.model.network import ModelConfig
-    from ampxfer_lib.transfer.init_from import InitSource, adapt_to, fold_knobs
+    from ampxfer_lib.model.weights import ModelConfig, fold_knobs
+    from ampxfer_lib.transfer.init_from import InitSource, adapt_to
 
     inputs: Dict[str, int] = {}
     for pair in config.pairs:
@@ -583,7 +583,7 @@ def check_sources(config: StudyConfig, specs: Sequence[RunSpec]) -> None:
 def materialize_sources(config: StudyConfig, out_dir: PathLike) -> None:
     """Write conditioned source models folded at their knobs (never touching the originals)."""
     from ampxfer_lib.model.formats import load_model, save_model
-    from ampxfer_lib.transfer.init_from import fold_knobs
+    from ampxfer_lib.model.weights import fold_knobs
 
     for pair in config.pairs:
         if pair.source.model is None or not pair.source.knobs:

@@ -16,7 +16,7 @@ from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike
 from ampxfer_lib.model.formats import load_model
 from ampxfer_lib.training.losses import esr_numpy
-from ampxfer_lib.model.network import ModelWeights
+from ampxfer_lib.model.weights import ModelWeights
 from ampxfer_lib.model.render import render
 
 

@@ -29,7 +29,7 @@ from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike, atomic_write_json
 
 if TYPE_CHECKING:
-    from ampxfer_lib.model.network import ModelWeights
+    from ampxfer_lib.model.weights import ModelWeights
 
 Knobs = Union[float, Sequence[float]]
 
@@ -112,7 +112,7 @@ def render_knob_captures(device: Union["ModelWeights", Callable[[np.ndarray, Tup
     knobs and device) is reused as it is, so reruns cost nothing.
     """
     from ampxfer_lib.data.audio import write_audio
-    from ampxfer_lib.model.network import ModelWeights
+    from ampxfer_lib.model.weights import ModelWeights
     from ampxfer_lib.model.render import render
 
     audio = di.audio if isinstance(di, DIExcerpt) else np.asarray(di, dtype=np.float32)
@@ -132,7 +132,7 @@ def render_knob_captures(device: Union["ModelWeights", Callable[[np.ndarray, Tup
 
         def play(x, k):
             return render(weights, x, k)
-        identity = {"model": hash_weights(weights)}
+        identity = {"model": weights.fingerprint()}
     else:
         play = device
         identity = {"function": getattr(device, "__qualname__", repr(device))}
@@ -161,16 +161,6 @@ def render_knob_captures(device: Union["ModelWeights", Callable[[np.ndarray, Tup
         write_audio(out / cap["target"], y, rate)
     atomic_write_json(spec_path, spec)  # last: a spec means every file is complete
     return spec_path
-
-
-def hash_weights(weights) -> str:
-    import hashlib
-
-    h = hashlib.sha256(json.dumps(weights.config.to_dict(), sort_keys=True).encode())
-    for name in sorted(weights.params):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(weights.params[name], dtype=np.float32).tobytes())
-    return h.hexdigest()
 
 
 def _array_sha(x: np.ndarray) -> str:

@@ -44,8 +44,7 @@ from ampxfer_lib.errors import AmpxferError, ConfigError
 from ampxfer_lib.fileio import PathLike
 from ampxfer_lib.model.formats import load_model, save_model
 from ampxfer_lib.training.losses import LossConfig, make_loss
-from ampxfer_lib.model.network import ModelConfig, ModelWeights
-from ampxfer_lib.transfer.init_from import expand_inputs, fold_knobs
+from ampxfer_lib.model.weights import ModelConfig, ModelWeights, expand_inputs, fold_knobs
 
 
 #: Zero-shot scores, cheapest signal first (all come from one pass of the model):

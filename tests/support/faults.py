@@ -160,7 +160,8 @@ class Fixtures:
         """A (randomly initialised) AGAM/NeuralPi model JSON."""
         def make():
             from ampxfer_lib.model.formats import neuralpi
-            from ampxfer_lib.model.network import ModelConfig, new_model
+            from ampxfer_lib.model.network import new_model
+            from ampxfer_lib.model.weights import ModelConfig
 
             path = self.root / "models" / name
             path.parent.mkdir(parents=True, exist_ok=True)
