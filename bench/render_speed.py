@@ -145,8 +145,9 @@ def compile_times(env) -> dict:
 
 
 def esr(y, ref) -> float:
-    ref = ref.astype(np.float64)
-    return float(np.sum((y.astype(np.float64) - ref) ** 2) / np.sum(ref ** 2))
+    from ampxfer_lib.training.losses import esr_numpy
+
+    return esr_numpy(y, ref)
 
 
 def main(argv=None) -> int:

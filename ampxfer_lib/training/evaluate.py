@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from typing import Union
 
-import numpy as np
-
 from ampxfer_lib.data.dataset import Dataset, load_dataset
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike
 from ampxfer_lib.model.formats import load_model
-from ampxfer_lib.training.losses import esr_numpy
+from ampxfer_lib.training.losses import error_and_energy, esr_from_sums
 from ampxfer_lib.model.weights import ModelWeights
 from ampxfer_lib.model.render import render
 
@@ -43,11 +41,8 @@ def evaluate(model: Union[PathLike, ModelWeights], data: Union[PathLike, Dataset
     err = energy = 0.0
     captures = []
     for s in ds.split(split):
-        pred = render(weights, s.input[:, 0], s.knobs)
-        e = float(np.sum(np.square(s.target.astype(np.float64) - pred)))
-        en = float(np.sum(np.square(s.target.astype(np.float64))))
+        e, en = error_and_energy(render(weights, s.input[:, 0], s.knobs), s.target)
         err, energy = err + e, energy + en
-        captures.append({"capture": s.capture, "knobs": list(s.knobs), "esr": esr_numpy(pred, s.target),
+        captures.append({"capture": s.capture, "knobs": list(s.knobs), "esr": esr_from_sums(e, en),
                          "seconds": s.samples / ds.sample_rate})
-    pooled = err / energy if energy > 0 else (0.0 if err == 0 else float("inf"))
-    return {f"{split}_esr": pooled, "captures": captures}
+    return {f"{split}_esr": esr_from_sums(err, energy), "captures": captures}

@@ -43,8 +43,8 @@ from ampxfer_lib.data.dataset import Dataset, load_dataset
 from ampxfer_lib.errors import AmpxferError, ConfigError
 from ampxfer_lib.fileio import PathLike
 from ampxfer_lib.model.formats import load_model, save_model
-from ampxfer_lib.training.losses import LossConfig, make_loss
-from ampxfer_lib.model.weights import ModelConfig, ModelWeights, expand_inputs, fold_knobs
+from ampxfer_lib.training.losses import LossConfig, esr_numpy, make_loss
+from ampxfer_lib.model.weights import ModelWeights, expand_inputs, fold_knobs
 
 
 #: Zero-shot scores, cheapest signal first (all come from one pass of the model):
@@ -137,7 +137,7 @@ def esr_scores(pred: np.ndarray, target: np.ndarray) -> Dict[str, float]:
     yy, pp, py = float(y @ y), float(p @ p), float(p @ y)
     if yy == 0:
         return {"esr": math.inf, "esr_level_matched": math.inf, "gain": 1.0}
-    esr = float(np.sum(np.square(y - p))) / yy
+    esr = esr_numpy(p, y)
     gain = py / pp if pp > 0 else 0.0
     matched = max(0.0, 1.0 - (py * py / (pp * yy) if pp > 0 else 0.0))
     return {"esr": esr, "esr_level_matched": matched, "gain": gain}

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from ampxfer_lib.errors import ModelFormatError
 from ampxfer_lib.fileio import PathLike
 from ampxfer_lib.model.formats import nam, neuralpi, rtneural
-from ampxfer_lib.model.formats.jsonfile import MAX_MODEL_BYTES, read_json_file, sniff  # noqa: F401 (re-exported)
+from ampxfer_lib.model.formats.jsonfile import read_json_file, sniff
 from ampxfer_lib.model.weights import ModelWeights, fold_knobs
 
 
@@ -80,8 +80,6 @@ def export_model(weights: ModelWeights, fmt: str, path: PathLike, knobs: Optiona
     fmt = canonical_format(fmt)
     notes: List[str] = []
     if knobs:
-        from ampxfer_lib.model.weights import fold_knobs
-
         weights = fold_knobs(weights, knobs)
         notes.append(f"knob(s) frozen at {', '.join(f'{k:g}' for k in knobs)}: the file is a snapshot model")
     module = _module(fmt)
