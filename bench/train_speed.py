@@ -76,7 +76,7 @@ def standin_data(root: Path, model_file: str = STANDIN_MODEL, log=print) -> Path
     import torch
 
     from ampxfer_lib.data.audio import read_audio, resample, write_audio
-    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
+    from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare
     from ampxfer_lib.model.formats import load_model
     from ampxfer_lib.model.network import AmpLSTM
 
@@ -108,7 +108,7 @@ def memory_data(root: Path, base: Path, seconds: float = 240.0) -> Path:
     import numpy as np
 
     from ampxfer_lib.data.audio import write_audio
-    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
+    from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare
 
     data = root / f"data_{int(seconds)}s"
     if (data / "manifest.json").exists():

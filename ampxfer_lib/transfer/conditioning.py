@@ -308,7 +308,7 @@ def prepare_knob_dataset(device: str, knobs: Sequence[float], out_dir: PathLike,
     invert itself, so a transfer would start far off). Files go to ``out_dir/renders`` and
     ``out_dir/data``; reruns reuse them.
     """
-    from ampxfer_lib.data.dataset import PrepareConfig, prepare, read_conditioned_spec
+    from ampxfer_lib.data.prepare import PrepareConfig, prepare, read_conditioned_spec
     from ampxfer_lib.model.formats import load_model
     from ampxfer_lib.model.render import render
 
@@ -373,7 +373,8 @@ def train_snapshot(ds: KnobDataset, knob: float, out_dir: PathLike, callbacks: S
     """Train a snapshot model on the capture of ``ds`` at ``knob`` (a stand-in for an earlier
     snapshot capture of the device); returns its model_best.json path. A finished run with
     the same settings is reused (``overwrite`` retrains)."""
-    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, load_dataset, prepare, read_conditioned_spec
+    from ampxfer_lib.data.dataset import load_dataset
+    from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare, read_conditioned_spec
     from ampxfer_lib.training.loop import make_config, train
 
     captures, _ = read_conditioned_spec(ds.spec)
