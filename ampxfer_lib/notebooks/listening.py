@@ -220,7 +220,7 @@ def esr(*, pred: np.ndarray, target: np.ndarray) -> float:
     """Plain error-to-signal ratio sum((t - p)^2) / sum(t^2) of a model's output ``pred`` and
     the device's ``target``, both (T,): :func:`ampxfer_lib.training.losses.esr_numpy`.
 
-    Keyword-only because the order matters and was (target, output) here before.
+    Keyword-only, so that no call can swap the two: ESR is not symmetric.
     """
     return esr_numpy(pred, target)
 
