@@ -60,9 +60,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, load_dataset, prepare, segment  # noqa: E402
+from ampxfer_lib.data.dataset import load_dataset, segment
+from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare  # noqa: E402
 from ampxfer_lib.model.formats import load_model  # noqa: E402
-from ampxfer_lib.model.network import ModelConfig, new_model  # noqa: E402
+from ampxfer_lib.model.network import AmpLSTM, new_model  # noqa: E402
+from ampxfer_lib.model.weights import ModelConfig  # noqa: E402
 from ampxfer_lib.model.render import compile_kernels, render  # noqa: E402
 from ampxfer_lib.training.checkpoint import MODEL_BEST  # noqa: E402
 from ampxfer_lib.training.callbacks import Callback  # noqa: E402
@@ -266,7 +268,7 @@ def render_check(model_file: Path, data_dir: Path, device: torch.device, seconds
     t = time.perf_counter()
     lib = render(weights, audio)
     lib_s = time.perf_counter() - t
-    model = weights.to_module().to(device)
+    model = AmpLSTM.from_weights(weights).to(device)
     x = torch.from_numpy(audio)[None, :, None].to(device)
     model.infer(x[:, : rate // 10])  # start-up (cuDNN) outside the timing
     if device.type == "cuda":

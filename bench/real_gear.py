@@ -58,14 +58,14 @@ sys.path.insert(0, str(REPO))  # this checkout's ampxfer_lib, also in the worker
 
 # --- every library name the harness uses, in one place (the layout may still move) ---------
 from ampxfer_lib.data.audio import read_audio, resample, write_audio  # noqa: E402
-from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare  # noqa: E402
+from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare  # noqa: E402
 from ampxfer_lib.fileio import atomic_write_json, atomic_write_text, sha256_file  # noqa: E402
 from ampxfer_lib.model.formats import load_model, save_model  # noqa: E402
 from ampxfer_lib.model.render import render  # noqa: E402
 from ampxfer_lib.training.callbacks import Callback, LogLines
 from ampxfer_lib.training.config import TrainConfig, make_config
 from ampxfer_lib.training.loop import train  # noqa: E402
-from ampxfer_lib.transfer.init_from import fold_knobs  # noqa: E402
+from ampxfer_lib.model.weights import fold_knobs  # noqa: E402
 from ampxfer_lib.transfer.rank import RankConfig, rank_library, starting_model  # noqa: E402
 # ---------------------------------------------------------------------------------------------
 

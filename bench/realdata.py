@@ -67,7 +67,8 @@ def real_model_paths() -> List[Path]:
 
 def seeded_model(hidden_size: int, input_size: int = 1, seed: int = 0):
     """A seeded random model with capture-like weights (see ``scaled_like_captures``)."""
-    from ampxfer_lib.model.network import ModelConfig, new_model
+    from ampxfer_lib.model.network import new_model
+    from ampxfer_lib.model.weights import ModelConfig
 
     cfg = ModelConfig(input_size=input_size, hidden_size=hidden_size)
     return scaled_like_captures(new_model(cfg, seed=seed).weights(), seed)
@@ -85,7 +86,7 @@ def scaled_like_captures(weights, seed: int = 0):
     150 (bench/warmup_convergence.py), so chunked-render re-render counts for them are
     optimistic; the speed of a render does not depend on it.
     """
-    from ampxfer_lib.model.network import ModelWeights
+    from ampxfer_lib.model.weights import ModelWeights
 
     rng = np.random.default_rng(seed)
     H = weights.config.hidden_size

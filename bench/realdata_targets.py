@@ -74,7 +74,7 @@ def device_data(real: Path, model: Path, knobs: Sequence[float] = (), work: Path
     """A prepared data folder of the DI (its first ``seconds``) through ``model`` at ``knobs``."""
     import soundfile as sf
 
-    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
+    from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare
     from ampxfer_lib.model.formats import load_model
     from ampxfer_lib.model.render import render
 

@@ -129,8 +129,8 @@ def worker(args) -> int:
 
 # --------------------------------------------------------------------------- parent
 def compile_times(env) -> dict:
-    code = ("import time; t0 = time.perf_counter(); from ampxfer_lib import lstm_kernels; "
-            "t1 = time.perf_counter(); from ampxfer_lib import render; render.compile_kernels(); "
+    code = ("import time; t0 = time.perf_counter(); from ampxfer_lib.model import render_kernels; "
+            "t1 = time.perf_counter(); from ampxfer_lib.model import render; render.compile_kernels(); "
             "t2 = time.perf_counter(); print(t1 - t0, t2 - t1)")
     with tempfile.TemporaryDirectory() as cache:
         e = dict(env, NUMBA_CACHE_DIR=cache)
@@ -145,8 +145,9 @@ def compile_times(env) -> dict:
 
 
 def esr(y, ref) -> float:
-    ref = ref.astype(np.float64)
-    return float(np.sum((y.astype(np.float64) - ref) ** 2) / np.sum(ref ** 2))
+    from ampxfer_lib.training.losses import esr_numpy
+
+    return esr_numpy(y, ref)
 
 
 def main(argv=None) -> int:
@@ -170,7 +171,8 @@ def main(argv=None) -> int:
 
     from ampxfer_lib.model import render as R
     from ampxfer_lib.model.formats import load_model, save_model
-    from ampxfer_lib.model.network import ModelConfig, new_model
+    from ampxfer_lib.model.network import new_model
+    from ampxfer_lib.model.weights import ModelConfig
 
     x, desc = guitar_di(a.seconds)
     print(f"audio: {desc}; {x.size} samples")

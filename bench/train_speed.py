@@ -76,8 +76,9 @@ def standin_data(root: Path, model_file: str = STANDIN_MODEL, log=print) -> Path
     import torch
 
     from ampxfer_lib.data.audio import read_audio, resample, write_audio
-    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
+    from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare
     from ampxfer_lib.model.formats import load_model
+    from ampxfer_lib.model.network import AmpLSTM
 
     data = root / "data"
     if (data / "manifest.json").exists():
@@ -88,7 +89,7 @@ def standin_data(root: Path, model_file: str = STANDIN_MODEL, log=print) -> Path
     log(f"building the stand-in data in {root} (once)")
     clips = [read_audio(p) for p in sorted((REALDATA / "di").glob("*.flac"))]
     x = np.concatenate([resample(c.samples, c.sample_rate, 44100) for c in clips]).astype(np.float32)
-    model = load_model(REALDATA / "models" / model_file).to_module()
+    model = AmpLSTM.from_weights(load_model(REALDATA / "models" / model_file))
     torch.set_num_threads(1)
     y = model.infer(torch.from_numpy(x)[None, :, None])[0, :, 0].numpy()
     rec = root / "recordings"
@@ -107,7 +108,7 @@ def memory_data(root: Path, base: Path, seconds: float = 240.0) -> Path:
     import numpy as np
 
     from ampxfer_lib.data.audio import write_audio
-    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
+    from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare
 
     data = root / f"data_{int(seconds)}s"
     if (data / "manifest.json").exists():

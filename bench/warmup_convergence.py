@@ -39,6 +39,7 @@ from ampxfer_lib.model import render_kernels as K  # noqa: E402
 from ampxfer_lib.model import render as R  # noqa: E402
 from ampxfer_lib.model.formats import load_model  # noqa: E402
 from ampxfer_lib.model.render import STATE_TOL, pack_model  # noqa: E402
+from ampxfer_lib.training.losses import esr_numpy  # noqa: E402
 
 SWEEP_WARMUPS = (2048, 4096, 8192, 16384)
 SWEEP_TOLS = (1e-5, 1e-4, 1e-3)
@@ -100,13 +101,12 @@ def sweep(models, x, seconds: float) -> None:
     try:
         for name, w, knobs in models:
             ref = R.render_sequential(w, x, knobs, segment=1 << 20)
-            esr = lambda y: float(np.sum((y.astype(np.float64) - ref) ** 2) / np.sum(ref.astype(np.float64) ** 2))  # noqa: E731
-            cells = [f"{esr(R.render(w, x, knobs, method='numba')):9.1e}"]
+            cells = [f"{esr_numpy(R.render(w, x, knobs, method='numba'), ref):9.1e}"]
             for warm in SWEEP_WARMUPS:
                 for tol in SWEEP_TOLS:
                     R.STATE_TOL = tol
                     stats = {}
-                    e = esr(R.render(w, x, knobs, method="chunked", threads=1, chunks=32, warmup=warm, stats=stats))
+                    e = esr_numpy(R.render(w, x, knobs, method="chunked", threads=1, chunks=32, warmup=warm, stats=stats), ref)
                     n = len(stats["rerendered"])
                     old = worst.get((warm, tol), (0.0, 0))
                     worst[(warm, tol)] = (max(old[0], e), old[1] + n)

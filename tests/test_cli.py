@@ -79,7 +79,8 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys):
 
 def test_render_refuses_to_overwrite_and_takes_knobs(tmp_path, capsys):
     from ampxfer_lib.model.formats import save_model
-    from ampxfer_lib.model.network import ModelConfig, new_model
+    from ampxfer_lib.model.network import new_model
+    from ampxfer_lib.model.weights import ModelConfig
 
     x = plucked_notes(0.5, 48000)
     sf.write(tmp_path / "di.wav", x, 48000)

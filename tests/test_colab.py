@@ -18,7 +18,8 @@ import pytest
 from ampxfer_lib.notebooks import colab
 from ampxfer_lib.errors import ConfigError, DownloadError
 from ampxfer_lib.model.formats import load_model, neuralpi
-from ampxfer_lib.model.network import ModelConfig, new_model
+from ampxfer_lib.model.network import new_model
+from ampxfer_lib.model.weights import ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,8 @@ from ampxfer_lib.transfer.conditioning import (di_excerpt, knob_label, knob_tabl
                                       synthetic_di, virtual_drive)
 from ampxfer_lib.data.dataset import load_dataset
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.model.network import ModelConfig, new_model
+from ampxfer_lib.model.network import new_model
+from ampxfer_lib.model.weights import ModelConfig
 from ampxfer_lib.model.render import render
 
 from conftest import plucked_notes

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ampxfer_lib.data.dataset import (CaptureSpec, PrepareConfig, load_dataset, prepare, read_conditioned_spec, segment,
-                              stack_sequences)
+from ampxfer_lib.data.dataset import load_dataset, segment, stack_sequences
+from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare, read_conditioned_spec
 from ampxfer_lib.errors import AudioError, ConfigError
 
 from conftest import file_hashes, plucked_notes, toy_device, write_pair
@@ -187,7 +187,7 @@ def test_missing_data_folder_is_explained(tmp_path):
 
 
 def test_lowpass_correlation_closed_form():
-    from ampxfer_lib.data.dataset import lowpass_correlation
+    from ampxfer_lib.data.prepare import lowpass_correlation
 
     t = np.arange(RATE) / RATE
     x = np.sin(2 * np.pi * 110 * t)

@@ -5,7 +5,7 @@ from ampxfer_lib.data.dataset import load_dataset
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.training.evaluate import evaluate
 from ampxfer_lib.training.losses import esr_numpy
-from ampxfer_lib.model.network import ModelConfig, ModelWeights
+from ampxfer_lib.model.weights import ModelConfig, ModelWeights
 from ampxfer_lib.model.render import render
 
 

@@ -9,7 +9,8 @@ from ampxfer_lib.cli.main import main
 from ampxfer_lib.errors import ModelFormatError
 from ampxfer_lib.model.formats import (canonical_format, export_model, import_model, load_model, neuralpi,
                                  save_model)
-from ampxfer_lib.model.network import ModelConfig, new_model
+from ampxfer_lib.model.network import new_model
+from ampxfer_lib.model.weights import ModelConfig
 from ampxfer_lib.model.render import render_sequential
 from ampxfer_lib.training.config import make_config
 from ampxfer_lib.training.loop import train

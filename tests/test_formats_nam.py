@@ -7,7 +7,8 @@ import pytest
 
 from ampxfer_lib.errors import ModelFormatError
 from ampxfer_lib.model.formats import export_model, import_model, nam, sniff
-from ampxfer_lib.model.network import ModelConfig, ModelWeights, new_model
+from ampxfer_lib.model.network import new_model
+from ampxfer_lib.model.weights import ModelConfig, ModelWeights
 from ampxfer_lib.model.render import render_sequential
 
 from conftest import plucked_notes

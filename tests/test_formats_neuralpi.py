@@ -6,7 +6,8 @@ import pytest
 
 from ampxfer_lib.errors import ModelFormatError
 from ampxfer_lib.model.formats import load_model, neuralpi, read_json_file, save_model, sniff
-from ampxfer_lib.model.network import ModelConfig, new_model
+from ampxfer_lib.model.network import new_model
+from ampxfer_lib.model.weights import ModelConfig
 
 from conftest import realdata_or_skip
 

@@ -6,7 +6,8 @@ import pytest
 
 from ampxfer_lib.errors import ModelFormatError
 from ampxfer_lib.model.formats import export_model, import_model, rtneural, sniff
-from ampxfer_lib.model.network import ModelConfig, ModelWeights, new_model
+from ampxfer_lib.model.network import new_model
+from ampxfer_lib.model.weights import ModelConfig, ModelWeights
 from ampxfer_lib.model.render import render_sequential
 
 from conftest import plucked_notes
@@ -176,3 +177,22 @@ def test_compatibility_names_aidax_only_for_its_sizes():
     assert "AIDA-X will NOT load it: hidden size 24" in lines(hidden_size=24)
     assert "AIDA-X will NOT load it: 4 inputs" in lines(input_size=4)
     assert "in_skip=0" in lines(skip=False) and "in_skip=1" in lines()
+
+
+def test_one_fingerprint_for_the_same_network_in_every_format(tmp_path):
+    """The AGAM JSON keeps bias_ih and bias_hh apart, RTNeural and NAM only their sum: the
+    files hold different parameters for one network, and its fingerprint is one."""
+    from ampxfer_lib.model.formats import load_model, neuralpi, save_model
+
+    trained = new_model(ModelConfig(input_size=2, hidden_size=6), seed=4).weights({"name": "drive"})
+    save_model(trained, tmp_path / "agam.json")
+    export_model(trained, "rtneural", tmp_path / "aidax.json")
+    agam, aidax = load_model(tmp_path / "agam.json"), import_model(tmp_path / "aidax.json")
+    assert not np.array_equal(agam.params["rec.bias_hh_l0"], aidax.params["rec.bias_hh_l0"])
+    assert agam.fingerprint() == aidax.fingerprint() == trained.fingerprint()
+    assert neuralpi.json_sha256(agam) != neuralpi.json_sha256(aidax)  # what run folders stored before
+
+    no_skip = new_model(ModelConfig(hidden_size=5, skip=False, sample_rate=48000), seed=2).weights()
+    save_model(no_skip, tmp_path / "ns.json")
+    export_model(no_skip, "nam", tmp_path / "ns.nam")
+    assert import_model(tmp_path / "ns.nam").fingerprint() == load_model(tmp_path / "ns.json").fingerprint()

@@ -5,9 +5,9 @@ import pytest
 from scipy import signal
 
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.sample_data.guitar_synth import (PHRASE_KINDS, PICKUPS, STANDARD_TUNING, Note, loss_filter,
-                                      midi_to_hz, pickup_filter, plan_phrases, render_notes,
-                                      sustain_t60, synth_di)
+from ampxfer_lib.sample_data.guitar_synth import (PICKUPS, loss_filter, midi_to_hz, pickup_filter, render_notes,
+                                                  sustain_t60, synth_di)
+from ampxfer_lib.sample_data.phrases import PHRASE_KINDS, STANDARD_TUNING, Note, plan_phrases
 
 SR = 48000
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.model.network import ModelConfig, new_model
+from ampxfer_lib.model.network import new_model
+from ampxfer_lib.model.weights import ModelConfig
 from ampxfer_lib.transfer.level_match import Stretches, least_squares, lstm_features, match_level, spread_stretches
 
 from conftest import plucked_notes

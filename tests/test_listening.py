@@ -10,7 +10,8 @@ import soundfile as sf
 
 from ampxfer_lib.notebooks import listening
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.model.network import ModelConfig, new_model
+from ampxfer_lib.model.network import new_model
+from ampxfer_lib.model.weights import ModelConfig
 from ampxfer_lib.model.render import render
 
 
@@ -107,9 +108,9 @@ def test_null_test_and_esr():
     diff, level = listening.null_test(t, 0.9 * t)
     np.testing.assert_allclose(diff, 0.1 * t, atol=1e-7)
     assert level == pytest.approx(-20.0, abs=1e-9)
-    assert listening.esr(t, 0.9 * t) == pytest.approx(0.01, rel=1e-9)
+    assert listening.esr(pred=0.9 * t, target=t) == pytest.approx(0.01, rel=1e-9)
     assert listening.null_test(t, t)[1] == -math.inf
-    assert listening.esr(t, t) == 0.0
+    assert listening.esr(pred=t, target=t) == 0.0
     with pytest.raises(ValueError):
         listening.null_test(t, t[:-1])
     rows = listening.esr_rows({"c1": t, "c2": 2 * t}, {"m": {"c1": 0.9 * t, "c2": 0.0 * t}})

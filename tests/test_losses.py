@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ampxfer_lib.training.losses import (EPS, LossConfig, dc_loss, esr, esr_numpy, make_loss, pre_emphasis,
-                                pre_emphasized_esr)
+from ampxfer_lib.training.losses import (EPS, LossConfig, dc_loss, error_and_energy, esr, esr_from_sums, esr_numpy,
+                                         make_loss, pre_emphasis, pre_emphasized_esr)
 
 
 def sine(n=4410, f=500.0, rate=44100.0, amp=0.5, phase=0.0):
@@ -93,3 +93,13 @@ def test_esr_numpy_metric():
     assert esr_numpy(0.5 * y, y) == pytest.approx(0.25, rel=1e-12)
     assert esr_numpy(np.zeros(5), np.zeros(5)) == 0.0
     assert esr_numpy(np.ones(5), np.zeros(5)) == math.inf
+
+
+def test_pooled_esr_is_the_ratio_of_summed_errors_and_energies():
+    y1, y2 = np.full(4, 2.0), np.full(6, 1.0)  # energies 16 and 6
+    e1, e2 = error_and_energy(y1 - 1.0, y1), error_and_energy(y2 + 1.0, y2)
+    assert e1 == (4.0, 16.0) and e2 == (6.0, 6.0)  # ESR 0.25 and 1.0 per signal
+    assert esr_from_sums(e1[0] + e2[0], e1[1] + e2[1]) == 10.0 / 22.0  # pooled, not their mean 0.625
+    assert esr_from_sums(0.0, 0.0) == 0.0 and esr_from_sums(1e-30, 0.0) == math.inf
+    with pytest.raises(ValueError, match="differ in shape"):
+        esr_numpy(np.zeros(5), np.zeros(4))

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from ampxfer_lib.model import cpu_lstm as lstm_cpu
-from ampxfer_lib.model.network import AmpLSTM, ModelConfig, new_model
+from ampxfer_lib.model.network import AmpLSTM, new_model
+from ampxfer_lib.model.weights import ModelConfig
 
 pytestmark = pytest.mark.skipif(not lstm_cpu.available(), reason="numba is not importable")
 
@@ -62,15 +63,33 @@ def test_advance_and_infer_match_nn_lstm():
 
 
 def test_exp_is_accurate_and_saturates():
-    from ampxfer_lib.model import training_kernels as k
+    from ampxfer_lib.model import f32math as k  # the activations of the training kernels
 
     xs = np.linspace(-87.0, 88.0, 20001).astype(np.float32)
-    got = np.array([k._exp(v) for v in xs], dtype=np.float64)
+    got = np.array([k.exp32(v) for v in xs], dtype=np.float64)
     rel = np.abs(got / np.exp(xs.astype(np.float64)) - 1.0)
     assert rel.max() < 5e-7  # about 4 ulp of float32
-    assert k._sigmoid(np.float32(-200.0)) < 1e-37 and k._sigmoid(np.float32(200.0)) == 1.0
-    assert k._tanh(np.float32(-50.0)) == -1.0 and k._tanh(np.float32(50.0)) == 1.0
-    assert abs(k._tanh(np.float32(1e-3)) - np.tanh(1e-3)) < 1e-7
+    assert k.sigmoid32(np.float32(-200.0)) < 1e-37 and k.sigmoid32(np.float32(200.0)) == 1.0
+    assert k.tanh32(np.float32(-50.0)) == -1.0 and k.tanh32(np.float32(50.0)) == 1.0
+    assert abs(k.tanh32(np.float32(1e-3)) - np.tanh(1e-3)) < 1e-7
+
+
+def test_one_sigmoid_for_both_kernels_accurate_where_tiny():
+    """The training kernels' sigmoid is within 3 ulp relative over [-87, 87] (also where it
+    is tiny) and is, bit for bit, the render kernel's fused gate on its sigmoid rows."""
+    from ampxfer_lib.model.f32math import sigmoid32_array
+    from ampxfer_lib.model.render_kernels import gate32_array
+
+    z = np.concatenate([np.linspace(-87, 87, 400_001, dtype=np.float32),
+                        np.geomspace(1e-30, 1, 10_000).astype(np.float32)])
+    z = np.concatenate([z, -z])
+    out = np.empty_like(z)
+    sigmoid32_array(z, out)
+    ref = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+    assert np.max(np.abs(out - ref) / np.spacing(ref.astype(np.float32))) <= 3.0
+    gate = np.empty_like(z)
+    gate32_array(z, False, gate)
+    assert np.array_equal(gate, out)
 
 
 def test_model_time_major_path_equals_batch_first_forward(monkeypatch):

@@ -11,11 +11,11 @@ import soundfile as sf
 from ampxfer_lib.cli.main import main
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.model.formats import load_model, save_model
-from ampxfer_lib.model.network import ModelConfig, ModelWeights, new_model
+from ampxfer_lib.model.network import new_model
+from ampxfer_lib.model.weights import ModelConfig, ModelWeights, fold_knobs
 from ampxfer_lib.transfer.rank import (RankConfig, candidates, esr_scores, export_starting_model, probe_audio, rank_library,
                               starting_model)
 from ampxfer_lib.model.render import render_sequential
-from ampxfer_lib.transfer.init_from import fold_knobs
 
 from conftest import SMALL_SPLITS, file_hashes, plucked_notes, realdata_or_skip
 

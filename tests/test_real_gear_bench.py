@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
+from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare
 from ampxfer_lib.data.audio import write_audio
 from ampxfer_lib.model.formats import load_model, save_model
-from ampxfer_lib.model.network import ModelConfig, ModelWeights, new_model
+from ampxfer_lib.model.network import AmpLSTM, new_model
+from ampxfer_lib.model.weights import ModelConfig, ModelWeights
 from ampxfer_lib.training.config import make_config
 from ampxfer_lib.training.loop import evaluate_model
-from ampxfer_lib.transfer.init_from import fold_knobs
+from ampxfer_lib.model.weights import fold_knobs
 
 from conftest import realdata_or_skip
 
@@ -262,7 +263,7 @@ def test_worker_records_cpu_and_validation_esr_and_resumes_the_clock(tmp_path, s
     assert first["cpu_exact"] and first["summary"]["epochs"] == 2
     best = first["summary"]["best_epoch"]
     # the curve's ESR is plain validation ESR: the kept model scores it again exactly
-    model = load_model(folder / "train" / "model_best.json").to_module()
+    model = AmpLSTM.from_weights(load_model(folder / "train" / "model_best.json"))
     from ampxfer_lib.data.dataset import load_dataset
     assert c[best]["val_esr"] == pytest.approx(evaluate_model(model, load_dataset(small_data), "val"), rel=1e-6)
     # extended: the clock continues from the recorded epochs, which stay as they were

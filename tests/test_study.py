@@ -13,7 +13,8 @@ from ampxfer_lib.training import checkpoint as ckpt
 from ampxfer_lib.cli.main import main
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.model.formats import load_model, save_model
-from ampxfer_lib.model.network import ModelConfig, new_model
+from ampxfer_lib.model.network import new_model
+from ampxfer_lib.model.weights import ModelConfig, fold_knobs
 from ampxfer_lib.study.report import RESULT_COLUMNS
 from ampxfer_lib.study.config import StudyConfig, load_study, shipped_studies
 from ampxfer_lib.study.executors import InProcessExecutor, make_executor
@@ -22,7 +23,6 @@ from ampxfer_lib.study.run import run_study
 from ampxfer_lib.training.callbacks import Callback
 from ampxfer_lib.training.config import make_config
 from ampxfer_lib.training.loop import Trainer
-from ampxfer_lib.transfer.init_from import fold_knobs
 
 from conftest import file_hashes
 

@@ -217,7 +217,8 @@ def _reference_agam_epoch(data_dir, hidden, seed, epochs, batch_size):
 
     from ampxfer_lib.data.dataset import load_dataset, segment
     from ampxfer_lib.training.losses import LossConfig, make_loss
-    from ampxfer_lib.model.network import ModelConfig, new_model
+    from ampxfer_lib.model.network import new_model
+    from ampxfer_lib.model.weights import ModelConfig
 
     data = load_dataset(data_dir)
     x, y = segment(data.split("train"), 22050)
@@ -250,7 +251,8 @@ def test_agam_trajectory_matches_a_plain_nn_lstm_loop(small_data, tmp_path):
     cfg = make_config(small_data, "agam", hidden_size=5, seed=2, max_epochs=2, batch_size=4)
     train(cfg, tmp_path / "run")
     got = load_model(tmp_path / "run" / "model_last.json").params
-    from ampxfer_lib.model.network import ModelConfig, new_model
+    from ampxfer_lib.model.network import new_model
+    from ampxfer_lib.model.weights import ModelConfig
 
     start = new_model(ModelConfig(hidden_size=5), seed=2).state_dict()
     assert max(float(np.abs(expected[k] - start[k].numpy()).max()) for k in expected) > 0.05  # it trained
@@ -392,7 +394,8 @@ def test_tbptt_batch_carries_the_state_across_windows():
     """With a learning rate of 0 the weights never move, so each window's loss is the loss of
     the same slice of one uninterrupted pass after the warm-up: the state is carried, the
     warm-up is scored nowhere, and there is one optimiser step per window."""
-    from ampxfer_lib.model.network import ModelConfig, new_model
+    from ampxfer_lib.model.network import new_model
+    from ampxfer_lib.model.weights import ModelConfig
     from ampxfer_lib.training.losses import LossConfig, make_loss
     from ampxfer_lib.training.tbptt import tbptt_batch
 
@@ -425,6 +428,9 @@ def test_adaptive_preset_is_the_default_and_round_trips():
     assert (cfg.ema_decay, cfg.match_level, cfg.l2_sp, cfg.patience) == (0.995, "gain", 0.0, 60)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert cfg.start_lr() == 1e-2 and make_config("d", init_from="m.json").start_lr() == 5e-3
+    # an explicit lr is every run's rate; finetune_lr only when given too
+    assert make_config("d", init_from="m.json", lr=2e-3).start_lr() == 2e-3
+    assert make_config("d", init_from="m.json", lr=2e-3, finetune_lr=1e-3).start_lr() == 1e-3
     for bad, match in ((dict(match_level="loud"), "match-level"), (dict(ema_decay=1.0), "ema-decay"),
                        (dict(l2_sp=0.1), "needs --init-from"), (dict(finetune_lr=0.0), "finetune-lr"),
                        (dict(plateau_factor=1.0), "plateau_factor")):
@@ -498,9 +504,10 @@ def test_a_transferred_start_is_matched_to_the_target_level(tmp_path):
     """Data made from a model's own output at -2x its dense contribution (and an offset): the
     gain match finds it exactly, so the start's validation loss is ~0; unmatched it is large."""
     from ampxfer_lib.data.audio import write_audio
-    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
+    from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare
     from ampxfer_lib.model.formats import save_model
-    from ampxfer_lib.model.network import ModelConfig, new_model
+    from ampxfer_lib.model.network import new_model
+    from ampxfer_lib.model.weights import ModelConfig
     from ampxfer_lib.transfer.level_match import lstm_features
 
     from conftest import plucked_notes

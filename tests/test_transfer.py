@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.model.network import ModelConfig, new_model
+from ampxfer_lib.model.network import new_model
+from ampxfer_lib.model.weights import ModelConfig, expand_inputs, fold_knobs
 from ampxfer_lib.model.render import render_sequential
 from ampxfer_lib.training.config import make_config
 from ampxfer_lib.training.loop import train
-from ampxfer_lib.transfer.init_from import InitSource, adapt_to, expand_inputs, fold_knobs, resolve_init
+from ampxfer_lib.transfer.init_from import InitSource, adapt_to, resolve_init
 
 from conftest import plucked_notes
 
@@ -69,3 +70,27 @@ def test_keep_optimizer_takes_the_source_state(small_data, tmp_path):
     assert s["hidden_size"] == 4
     hist = json.loads((tmp_path / "kept" / "history.json").read_text())
     assert hist[-1]["lr"] == 1e-3
+
+
+def test_a_run_from_a_model_resumes_with_the_fingerprint_its_folder_stored(small_data, tmp_path):
+    """Run folders written before ModelWeights.fingerprint store the sha256 of the starting
+    model's AGAM JSON as init_fingerprint; such a run must still resume (and be extended),
+    while a changed starting model is still refused."""
+    from ampxfer_lib.errors import RunFolderError
+    from ampxfer_lib.fileio import atomic_write_json
+    from ampxfer_lib.model.formats import neuralpi, save_model
+
+    start = new_model(ModelConfig(hidden_size=4), seed=0).weights()
+    save_model(start, tmp_path / "start.json")
+    run = tmp_path / "run"
+    train(make_config(small_data, init_from=str(tmp_path / "start.json"), hidden_size=4, max_epochs=1), run)
+    stored = json.loads((run / "config.json").read_text())
+    assert stored["init_fingerprint"] in (neuralpi.json_sha256(start), start.fingerprint())
+    stored["init_fingerprint"] = neuralpi.json_sha256(start)
+    atomic_write_json(run / "config.json", stored)
+    longer = train(make_config(small_data, init_from=str(tmp_path / "start.json"), hidden_size=4, max_epochs=2), run)
+    assert longer["epochs"] == 2
+
+    save_model(new_model(ModelConfig(hidden_size=4), seed=1).weights(), tmp_path / "start.json")
+    with pytest.raises(RunFolderError, match="the --init-from model changed"):
+        train(make_config(small_data, init_from=str(tmp_path / "start.json"), hidden_size=4, max_epochs=3), run)

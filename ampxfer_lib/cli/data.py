@@ -32,7 +32,7 @@ def add_prepare(sub) -> None:
 
 def run_prepare(args) -> int:
     from ampxfer_lib.data.audio import CheckConfig
-    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare, read_conditioned_spec
+    from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare, read_conditioned_spec
 
     config = PrepareConfig(
         rate=args.rate, align=str(args.align), val_seconds=args.val_seconds, test_seconds=args.test_seconds,

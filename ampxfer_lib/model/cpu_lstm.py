@@ -16,9 +16,13 @@ Stacking ``h``, ``x`` and a row of ones makes the gate pre-activations one produ
 over ``H * B`` contiguous floats. Gate order is PyTorch's (i, f, g, o); results match
 ``nn.LSTM`` to float32 rounding (``tests/test_lstm_cpu.py``).
 
-The exponential is evaluated inline (Cody-Waite range reduction, a degree-7 polynomial,
-and the power of two built from integer bits) because numba cannot vectorise calls to
-``math.exp`` without Intel's SVML; it is within about 2 ulp, as oneDNN's is.
+The activations are the float32 ones of :mod:`ampxfer_lib.model.f32math`, shared with the
+render kernel: numba cannot vectorise calls to ``math.exp`` without Intel's SVML.
+
+Speed, measured on one core for the hidden-20 network (bench/RESULTS_train.md, "What each
+implementation change is worth"; the figures the rest of the library refers to): forward
+plus backward 3.1-3.4x ``nn.LSTM``'s at batch 50; one validation sequence (:func:`infer`)
+4.0x.
 
 Only float32 CPU tensors take this path (:func:`available` says whether numba is
 importable); GPUs keep ``nn.LSTM`` (cuDNN).
@@ -150,7 +154,7 @@ def infer(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.T
     """``w_out . h_t`` over whole sequences from a zero state: x (B, T, C) -> (B, T).
 
     The sequences are run one after another (each one's steps are serial anyway); this is
-    the validation and evaluation path, about 3x faster than nn.LSTM with a batch of one.
+    the validation and evaluation path (speed: see the module docstring).
     """
     w_t = _augmented(w_ih, w_hh, b_ih, b_hh).t().contiguous()
     w_out_ = w_out.detach().reshape(-1).contiguous()

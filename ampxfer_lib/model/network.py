@@ -1,4 +1,4 @@
-"""The network: a stateful LSTM, a dense layer and a skip connection.
+"""The network as a torch module: a stateful LSTM, a dense layer and a skip connection.
 
 This is the architecture of the AGAM training code and of the NeuralPi / Proteus plugins::
 
@@ -9,140 +9,21 @@ Extra input channels carry knob positions (0..1), held constant over a capture, 
 ``input_size = 1 + number of knobs``. Gate order inside the LSTM weights is PyTorch's
 (i, f, g, o), which is also the order of the AGAM JSON files.
 
-:class:`ModelWeights` is the framework-free form (numpy float32 arrays in PyTorch layout)
-that every file format, the renderer and the exporters read and write; :class:`AmpLSTM`
-is the torch module used for training.
+The framework-free form of a model, which every file format, the renderer and the
+exporters read and write, is :class:`~ampxfer_lib.model.weights.ModelWeights`;
+:class:`AmpLSTM` is the torch module that trains it (:meth:`AmpLSTM.from_weights`,
+:meth:`AmpLSTM.weights` convert between the two).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
-import numpy as np
 import torch
 from torch import nn
 
 from ampxfer_lib.model import cpu_lstm as lstm_cpu
-
-#: Parameter names, in the order of the AGAM JSON ``state_dict``.
-PARAM_NAMES = (
-    "rec.weight_ih_l0",
-    "rec.weight_hh_l0",
-    "rec.bias_ih_l0",
-    "rec.bias_hh_l0",
-    "lin.weight",
-    "lin.bias",
-)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Shape of the network. ``input_size`` is 1 for a snapshot, 1 + knobs otherwise."""
-
-    input_size: int = 1
-    hidden_size: int = 20
-    skip: bool = True
-    sample_rate: int = 44100
-
-    def __post_init__(self):
-        if self.input_size < 1:
-            raise ValueError(f"input_size must be >= 1, got {self.input_size}")
-        if self.hidden_size < 1:
-            raise ValueError(f"hidden_size must be >= 1, got {self.hidden_size}")
-
-    @property
-    def num_knobs(self) -> int:
-        return self.input_size - 1
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def param_shapes(self) -> Dict[str, Tuple[int, ...]]:
-        h, c = self.hidden_size, self.input_size
-        return {
-            "rec.weight_ih_l0": (4 * h, c),
-            "rec.weight_hh_l0": (4 * h, h),
-            "rec.bias_ih_l0": (4 * h,),
-            "rec.bias_hh_l0": (4 * h,),
-            "lin.weight": (1, h),
-            "lin.bias": (1,),
-        }
-
-
-@dataclass
-class ModelWeights:
-    """A model as plain numpy arrays (float32, PyTorch layout, gate order i, f, g, o).
-
-    ``params`` maps each name in :data:`PARAM_NAMES` to its array; shapes are
-    ``ModelConfig.param_shapes()``. ``metadata`` is free-form text carried by formats that
-    have room for it (name, device, knob names); it never affects the sound.
-    """
-
-    config: ModelConfig
-    params: Dict[str, np.ndarray]
-    metadata: Dict[str, object] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self):
-        shapes = self.config.param_shapes()
-        missing = [k for k in shapes if k not in self.params]
-        if missing:
-            raise ValueError(f"missing parameters: {', '.join(missing)}")
-        fixed = {}
-        for name, shape in shapes.items():
-            arr = np.asarray(self.params[name], dtype=np.float32)
-            if arr.shape != shape:
-                raise ValueError(f"{name} has shape {arr.shape}, expected {shape}")
-            fixed[name] = arr
-        self.params = fixed
-
-    # Convenience views, named for what they are in the LSTM equations.
-    @property
-    def weight_ih(self) -> np.ndarray:
-        """(4H, C) input-to-gates weights."""
-        return self.params["rec.weight_ih_l0"]
-
-    @property
-    def weight_hh(self) -> np.ndarray:
-        """(4H, H) recurrent weights."""
-        return self.params["rec.weight_hh_l0"]
-
-    @property
-    def bias(self) -> np.ndarray:
-        """(4H,) bias_ih + bias_hh, the only combination that affects the output."""
-        return self.params["rec.bias_ih_l0"] + self.params["rec.bias_hh_l0"]
-
-    @property
-    def head_weight(self) -> np.ndarray:
-        """(H,) dense-layer weights."""
-        return self.params["lin.weight"][0]
-
-    @property
-    def head_bias(self) -> float:
-        return float(self.params["lin.bias"][0])
-
-    def to_module(self) -> "AmpLSTM":
-        model = AmpLSTM(self.config)
-        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in self.params.items()})
-        return model
-
-    @classmethod
-    def from_module(cls, model: "AmpLSTM", metadata: Optional[dict] = None) -> "ModelWeights":
-        sd = model.state_dict()
-        params = {k: sd[k].detach().to("cpu", torch.float32).numpy().copy() for k in PARAM_NAMES}
-        return cls(model.config, params, dict(metadata or {}))
-
-    def equal(self, other: "ModelWeights") -> bool:
-        """True when config and every parameter are bit-for-bit identical."""
-        return self.config == other.config and all(
-            np.array_equal(self.params[k], other.params[k]) for k in PARAM_NAMES
-        )
+from ampxfer_lib.model.weights import PARAM_NAMES, ModelConfig, ModelWeights
 
 
 class AmpLSTM(nn.Module):
@@ -186,8 +67,8 @@ class AmpLSTM(nn.Module):
         """The same network on a time-major, batch-innermost input: x (T, C, B) -> y (T, B).
 
         Returns the output and the state after the last step. On the CPU this is the
-        hand-written kernel of :mod:`ampxfer_lib.model.cpu_lstm` (about 3x faster to train than
-        nn.LSTM's); elsewhere nn.LSTM (cuDNN on a GPU) on a batch-first copy.
+        hand-written kernel of :mod:`ampxfer_lib.model.cpu_lstm` (its speed against nn.LSTM is
+        given there); elsewhere nn.LSTM (cuDNN on a GPU) on a batch-first copy.
         """
         if x.dim() != 3 or x.shape[1] != self.config.input_size:
             raise ValueError(f"expected input of shape (time, {self.config.input_size}, batch), got {tuple(x.shape)}")
@@ -215,8 +96,8 @@ class AmpLSTM(nn.Module):
     def infer(self, x: torch.Tensor, chunk: int = 100_000) -> torch.Tensor:
         """Whole sequences from a zero state, leaving ``self.state`` alone: (B, T, C) -> (B, T, 1).
 
-        On the CPU the numba kernel (about 4x nn.LSTM's speed for one sequence); elsewhere
-        nn.LSTM in chunks of ``chunk`` samples to bound memory.
+        On the CPU the numba kernel of :mod:`ampxfer_lib.model.cpu_lstm` (speed given there);
+        elsewhere nn.LSTM in chunks of ``chunk`` samples to bound memory.
         """
         if self.uses_cpu_kernel():
             rec = self.rec
@@ -238,8 +119,18 @@ class AmpLSTM(nn.Module):
         if self.state is not None:
             self.state = (self.state[0].detach(), self.state[1].detach())
 
+    @classmethod
+    def from_weights(cls, weights: ModelWeights) -> "AmpLSTM":
+        """A module holding ``weights`` (copied), in train mode, with no state."""
+        model = cls(weights.config)
+        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.params.items()})
+        return model
+
     def weights(self, metadata: Optional[dict] = None) -> ModelWeights:
-        return ModelWeights.from_module(self, metadata)
+        """The module's current parameters as float32 numpy copies."""
+        sd = self.state_dict()
+        params = {k: sd[k].detach().to("cpu", torch.float32).numpy().copy() for k in PARAM_NAMES}
+        return ModelWeights(self.config, params, dict(metadata or {}))
 
 
 def new_model(config: ModelConfig, seed: Optional[int] = None) -> AmpLSTM:

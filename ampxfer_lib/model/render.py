@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from ampxfer_lib.errors import AudioError, ConfigError
-from ampxfer_lib.model.network import ModelWeights
+from ampxfer_lib.model.network import AmpLSTM
+from ampxfer_lib.model.weights import ModelConfig, ModelWeights
 
 METHODS = ("auto", "numba", "chunked", "torch")
 
@@ -143,7 +144,7 @@ def render_sequential(weights: ModelWeights, audio: np.ndarray, knobs: Sequence[
     x = model_input(audio, knobs, weights.config.input_size)
     if x.shape[0] == 0:  # nn.LSTM refuses empty sequences
         return np.zeros(0, dtype=np.float32)
-    model = weights.to_module().eval()
+    model = AmpLSTM.from_weights(weights).eval()
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -427,7 +428,6 @@ def compile_kernels() -> None:
     k = _kernels()
     if k is None:
         return
-    from ampxfer_lib.model.network import ModelConfig
     cfg = ModelConfig(hidden_size=2)
     params = {name: np.zeros(shape, np.float32) for name, shape in cfg.param_shapes().items()}
     packed = pack_model(ModelWeights(cfg, params))

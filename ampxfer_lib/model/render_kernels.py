@@ -9,26 +9,27 @@ number and ``Hq`` rounded up to a multiple of 16:
 
 * ``w_in`` (G,), ``bias`` (G,) or (4, G), ``w_hhT`` (Hp, G) with ``G = 4 * Hp``: the gate rows
   in PyTorch's order i, f, g, o, each block ``Hp`` long; ``g_rows`` (G,) bool marks the g
-  block (a mask is faster than splitting the loop). The rows of the g gate are pre-scaled by 2 (exact in binary floating point) so that one function, :func:`gate32`,
-  evaluates all four gates from the same ``exp(-|z|)``: sigmoid(z) for i, f, o and
-  tanh(z / 2) for the pre-scaled g rows.
+  block (a mask is faster than splitting the loop). The rows of the g gate are pre-scaled
+  by 2 (exact in binary floating point) so that one function, :func:`gate32`, evaluates
+  all four gates from the same ``exp(-|z|)``: sigmoid(z) for i, f, o and tanh(z / 2) for
+  the pre-scaled g rows.
 * Padding units have zero weights and bias, so their cell and hidden state stay exactly 0.
 * ``h`` (Hp,) and ``c`` (Hq,) carry the state in and out; ``c``'s tail beyond ``Hp`` stays 0
   and only lets the cell tanh loop run over a multiple of the vector width.
 
 Why these shapes: one LSTM step of a hidden-20 model is an 80 x 20 matrix-vector product
 followed by 100 tanh evaluations. The loops run over contiguous gate rows so LLVM
-vectorises them, the recurrent product is accumulated two hidden units per pass to halve
-the loads and stores of the accumulator, and the activations are computed from ``exp`` and
-``expm1`` in float32 with the power of two built from its bits (no libm call, so the loops
-vectorise). Errors against float64: tanh at most 2.5 ulp (mean 0.5), sigmoid at most 2 ulp
-*relative* (also where it is tiny). Computing sigmoid as 0.5 + 0.5 tanh(z / 2) instead is
-cheaper but only accurate in absolute terms, and doubled the ESR against PyTorch on the most
-sensitive capture (HT40 at full gain: 6.7e-10 instead of 3.6e-10).
+vectorises them, and the recurrent product is accumulated two hidden units per pass to
+halve the loads and stores of the accumulator. The activations are the float32 ones of
+:mod:`ampxfer_lib.model.f32math` (no libm call, so the loops vectorise; accuracy there).
+Computing sigmoid as 0.5 + 0.5 tanh(z / 2) instead is cheaper but only accurate in absolute
+terms, and doubled the ESR against PyTorch on the most sensitive capture (HT40 at full
+gain: 6.7e-10 instead of 3.6e-10).
 
 One step depends on the previous one, so a single sequence is latency bound; the four-stream
 kernel advances four independent sequences (chunks of one file, or one file at four knob
-settings) in the same loops, which fills the pipeline and nearly doubles the throughput.
+settings) in the same loops, which fills the pipeline: a sample of one stream then costs
+about 0.6 of the one-stream kernel's (``render.FOUR_STREAM_COST``).
 """
 
 from __future__ import annotations
@@ -36,78 +37,39 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ampxfer_lib.model.f32math import JIT as _JIT
-from ampxfer_lib.model.f32math import LN2_HI as _LN2_HI
-from ampxfer_lib.model.f32math import LN2_LO as _LN2_LO
-from ampxfer_lib.model.f32math import LOG2E as _LOG2E
-from ampxfer_lib.model.f32math import float32_from_bits as _float32_from_bits
+from ampxfer_lib.model.f32math import JIT, SIGMOID_CLAMP, exp_parts, tanh32
 
-_F = np.float32
-_HALF = _F(0.5)
-_ONE = _F(1.0)
-_TWO = _F(2.0)
-# tanh(9) rounds to 1 in float32; beyond it the result no longer changes.
-_TANH_CLAMP = _F(9.0)
-# sigmoid(-30) = 9e-14: clamping |z| there errs by less than that; exp(-30) stays normal.
-_GATE_CLAMP = _F(30.0)
-# 1/k! for the expm1 series on |r| <= ln2/2; the r**9 term is below 2e-9 relative.
-_E2, _E3, _E4, _E5, _E6, _E7, _E8 = (_F(1.0 / f) for f in (2, 6, 24, 120, 720, 5040, 40320))
+_ONE = np.float32(1.0)
+_ZERO = np.float32(0.0)
 
 
-@njit(inline="always", **_JIT)
-def tanh32(x):
-    """tanh of a float32 via expm1(-2|x|); vectorises, max error 2.5 ulp."""
-    a = abs(x)
-    if a > _TANH_CLAMP:
-        a = _TANH_CLAMP
-    v = -_TWO * a
-    # v <= 0, so truncating v * log2(e) - 0.5 rounds to nearest: n in [-26, 0]
-    n = np.int32(v * _LOG2E - _HALF)
-    nf = np.float32(n)
-    r = (v - nf * _LN2_HI) - nf * _LN2_LO
-    p = r * (_ONE + r * (_E2 + r * (_E3 + r * (_E4 + r * (_E5 + r * (_E6 + r * (_E7 + r * _E8)))))))
-    scale = _float32_from_bits((n + np.int32(127)) << np.int32(23))
-    em1 = scale * p + (scale - _ONE)  # exp(v) - 1, exact to an ulp (no cancellation)
-    t = -em1 / (_TWO + em1)
-    return t if x >= 0 else -t
-
-
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT)
 def gate32(z, tanh_row):
-    """sigmoid(z), or tanh(z / 2) when ``tanh_row``; both from e = exp(-|z|), 1 + e shared."""
+    """sigmoid(z), or tanh(z / 2) when ``tanh_row``; both from e = exp(-|z|), 1 + e shared.
+
+    On the sigmoid rows this is :func:`~.f32math.sigmoid32` bit for bit.
+    """
     a = abs(z)
-    if a > _GATE_CLAMP:
-        a = _GATE_CLAMP
-    v = -a
-    n = np.int32(v * _LOG2E - _HALF)  # round to nearest, n in [-44, 0]
-    nf = np.float32(n)
-    r = (v - nf * _LN2_HI) - nf * _LN2_LO
-    p = r * (_ONE + r * (_E2 + r * (_E3 + r * (_E4 + r * (_E5 + r * (_E6 + r * (_E7 + r * _E8)))))))
-    scale = _float32_from_bits((n + np.int32(127)) << np.int32(23))
-    e = scale * p + scale             # exp(-|z|), accurate relative to its size
-    em1 = scale * p + (scale - _ONE)  # exp(-|z|) - 1, no cancellation
+    if a > SIGMOID_CLAMP:
+        a = SIGMOID_CLAMP
+    s, p = exp_parts(-a)
+    e = s * p + s             # exp(-|z|), accurate relative to its size
+    em1 = s * p + (s - _ONE)  # exp(-|z|) - 1, no cancellation
     if tanh_row:
-        num = -em1 if z >= 0 else em1  # tanh(|z|/2) = (1 - e) / (1 + e), signed
+        num = -em1 if z >= _ZERO else em1  # tanh(|z|/2) = (1 - e) / (1 + e), signed
     else:
-        num = _ONE if z >= 0 else e    # sigmoid(z) = 1 / (1 + e) or e / (1 + e)
+        num = _ONE if z >= _ZERO else e    # sigmoid(z) = 1 / (1 + e) or e / (1 + e)
     return num / (_ONE + e)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def gate32_array(z, tanh_row, out):
     """Elementwise :func:`gate32`: (N,) float32 -> out (N,) float32 (tests, accuracy checks)."""
     for i in range(z.shape[0]):
         out[i] = gate32(z[i], tanh_row)
 
 
-@njit(**_JIT)
-def tanh32_array(x, out):
-    """Elementwise :func:`tanh32`: (N,) float32 -> out (N,) float32 (tests, accuracy checks)."""
-    for i in range(x.shape[0]):
-        out[i] = tanh32(x[i])
-
-
-@njit(**_JIT)
+@njit(**JIT)
 def lstm_one(x, y, begin, first_out, n, skipf, w_in, bias, w_hhT, g_rows, head_w, head_b,
              h, c, stride, h_ck, c_ck):
     """Advance one sequence over x[begin : begin + n].
@@ -157,7 +119,7 @@ def lstm_one(x, y, begin, first_out, n, skipf, w_in, bias, w_hhT, g_rows, head_w
             y[t] = acc + skipf * xt
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def lstm_four(x, y, begin, first_out, row, n, skipf, w_in, bias, w_hhT, g_rows, head_w,
               head_b, h, c, stride, h_ck, c_ck):
     """Advance four independent sequences in lockstep, n steps each.

@@ -8,63 +8,26 @@ and LLVM gives up vectorising a loop that needs many run-time overlap checks.
 import numba
 import numpy as np
 
-from ampxfer_lib.model.f32math import JIT as _JIT
-from ampxfer_lib.model.f32math import LN2_HI as _LN2_HI
-from ampxfer_lib.model.f32math import LN2_LO as _LN2_LO
-from ampxfer_lib.model.f32math import LOG2E as _LOG2E
-from ampxfer_lib.model.f32math import float32_from_bits as _float_from_bits
+from ampxfer_lib.model.f32math import JIT, sigmoid32, tanh32
 
-_F = np.float32
-# exp(x) = 2^k * exp(r) (see _f32math); for |r| <= ln(2)/2 the Taylor series to degree 7
-# is within 4e-9 relative.
-_X_MIN = _F(-87.0)  # keeps 2^k a normal float
-_X_MAX = _F(88.0)
-_C2, _C3, _C4, _C5, _C6, _C7 = (_F(1 / 2), _F(1 / 6), _F(1 / 24), _F(1 / 120), _F(1 / 720), _F(1 / 5040))
-_ONE = _F(1.0)
-_TWO = _F(2.0)
-_HALF = _F(0.5)
+_ONE = np.float32(1.0)
 
 
-@numba.njit(inline="always", **_JIT)
-def _exp(x):
-    x = min(max(x, _X_MIN), _X_MAX)
-    k = np.floor(x * _LOG2E + _HALF)
-    r = x - k * _LN2_HI
-    r = r - k * _LN2_LO
-    p = _C7
-    p = p * r + _C6
-    p = p * r + _C5
-    p = p * r + _C4
-    p = p * r + _C3
-    p = p * r + _C2
-    p = p * r + _ONE
-    p = p * r + _ONE
-    return p * _float_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))
-
-@numba.njit(inline="always", **_JIT)
-def _sigmoid(x):
-    return _ONE / (_ONE + _exp(-x))
-
-@numba.njit(inline="always", **_JIT)
-def _tanh(x):
-    return _ONE - _TWO / (_ONE + _exp(_TWO * x))
-
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def _activate(g, n):
     """(i, f, g, o) pre-activations -> activations, in place; g (4n,), one step."""
-    # Every loop in these kernels runs over 0-based indices of 1-D views: an index that
-    # might be negative makes numba wrap it, which stops LLVM from vectorising.
     gi = g[:2 * n]
     for e in range(2 * n):
-        gi[e] = _sigmoid(gi[e])
+        gi[e] = sigmoid32(gi[e])
     gg = g[2 * n:3 * n]
     for e in range(n):
-        gg[e] = _tanh(gg[e])
+        gg[e] = tanh32(gg[e])
     go = g[3 * n:]
     for e in range(n):
-        go[e] = _sigmoid(go[e])
+        go[e] = sigmoid32(go[e])
 
-@numba.njit(**_JIT)
+
+@numba.njit(**JIT)
 def _forward(w_aug, w_out, z, cs, acts, tcs, y):
     """Run the steps t = 0..T-1 and keep what the backward pass needs.
 
@@ -92,7 +55,7 @@ def _forward(w_aug, w_out, z, cs, acts, tcs, y):
         for e in range(n):
             c[e] = gf[e] * c_prev[e] + gi[e] * gg[e]
         for e in range(n):
-            tc[e] = _tanh(c[e])
+            tc[e] = tanh32(c[e])
         for e in range(n):
             h[e] = go[e] * tc[e]
         yt = y[t]
@@ -104,7 +67,8 @@ def _forward(w_aug, w_out, z, cs, acts, tcs, y):
             for b in range(n_b):
                 yt[b] += w * hk[b]
 
-@numba.njit(**_JIT)
+
+@numba.njit(**JIT)
 def _advance(w_aug, z, x, c):
     """Advance the state without keeping anything: z (Z, B) holds [h; x; 1] with h the
     state on entry and on return; x (T, C, B); c (H, B) updated in place."""
@@ -127,9 +91,10 @@ def _advance(w_aug, z, x, c):
         for e in range(n):
             cf[e] = gf[e] * cf[e] + gi[e] * gg[e]
         for e in range(n):
-            h[e] = go[e] * _tanh(cf[e])
+            h[e] = go[e] * tanh32(cf[e])
 
-@numba.njit(**_JIT)
+
+@numba.njit(**JIT)
 def _backward(w_hh_t, w_out, z, cs, acts, tcs, dy, dh, dc, da, dw, dw_out):
     """Back-propagate through the T steps of :func:`_forward`.
 
@@ -189,7 +154,7 @@ def _backward(w_hh_t, w_out, z, cs, acts, tcs, dy, dh, dc, da, dw, dw_out):
             dwf[e] += tmpf[e]
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def _infer(w_t, w_out, x, y, h, c):
     """Run one sequence and write the head's output: the inference path, batch of one.
 
@@ -223,7 +188,7 @@ def _infer(w_t, w_out, x, y, h, c):
         for k in range(n_h):
             c[k] = gf[k] * c[k] + gi[k] * gg[k]
         for k in range(n_h):
-            h[k] = go[k] * _tanh(c[k])
+            h[k] = go[k] * tanh32(c[k])
         acc = np.float32(0.0)
         for k in range(n_h):
             acc += w_out[k] * h[k]

@@ -29,6 +29,7 @@ import numpy as np
 
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike, atomic_write_text
+from ampxfer_lib.training.losses import esr_numpy
 
 #: Integrated loudness clips are matched to (LUFS), unless that would push a peak past the ceiling.
 TARGET_LUFS = -20.0
@@ -215,10 +216,13 @@ def null_test(target: np.ndarray, output: np.ndarray) -> Tuple[np.ndarray, float
     return d.astype(np.float32), level
 
 
-def esr(target: np.ndarray, output: np.ndarray) -> float:
-    """Plain error-to-signal ratio sum((t - o)^2) / sum(t^2) of two (T,) signals."""
-    _, level = null_test(target, output)
-    return 10.0 ** (level / 10.0) if math.isfinite(level) else (0.0 if level < 0 else math.inf)
+def esr(*, pred: np.ndarray, target: np.ndarray) -> float:
+    """Plain error-to-signal ratio sum((t - p)^2) / sum(t^2) of a model's output ``pred`` and
+    the device's ``target``, both (T,): :func:`ampxfer_lib.training.losses.esr_numpy`.
+
+    Keyword-only, so that no call can swap the two: ESR is not symmetric.
+    """
+    return esr_numpy(pred, target)
 
 
 def esr_rows(targets: Mapping[str, np.ndarray], outputs: Mapping[str, Mapping[str, np.ndarray]]) -> List[dict]:
@@ -230,7 +234,7 @@ def esr_rows(targets: Mapping[str, np.ndarray], outputs: Mapping[str, Mapping[st
     for clip, t in targets.items():
         row = {"clip": clip}
         for model, outs in outputs.items():
-            row[model] = esr(t, outs[clip])
+            row[model] = esr(pred=outs[clip], target=t)
         rows.append(row)
     return rows
 

@@ -28,7 +28,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, load_dataset, prepare
+from ampxfer_lib.data.dataset import load_dataset
+from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike, atomic_write_json
 

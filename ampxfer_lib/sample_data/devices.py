@@ -83,11 +83,6 @@ def lowpass2(f: float, q: float, fs: float):
     return signal.bilinear([w * w], [1.0, w / q, w * w], fs=fs)
 
 
-def highpass2(f: float, q: float, fs: float):
-    w = _warp(f, fs)
-    return signal.bilinear([1.0, 0.0, 0.0], [1.0, w / q, w * w], fs=fs)
-
-
 def peaking(f: float, gain_db: float, q: float, fs: float):
     """Second-order peak/notch: analog (s^2 + s*A*w/q + w^2) / (s^2 + s*w/(A*q) + w^2)."""
     w = _warp(f, fs)

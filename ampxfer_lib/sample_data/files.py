@@ -356,7 +356,7 @@ def render_conditioned_captures(device: str, gains: Sequence[float], out_dir: Pa
 
 def preview_start(seconds: float = SECONDS) -> float:
     """Start (s) of the listening previews: the first riff, so they show the most gain."""
-    from ampxfer_lib.sample_data.guitar_synth import plan_phrases
+    from ampxfer_lib.sample_data.phrases import plan_phrases
 
     for plan in plan_phrases(seconds, SAMPLE_RATE, SEED):
         if plan.kind == "riff":

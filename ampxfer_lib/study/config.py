@@ -237,7 +237,7 @@ def prepare_sample_pairs(data_root: PathLike, config=None, progress: bool = True
     20 s test, 30 s limited subset by default). Folders already prepared from the same
     recordings and settings are left as they are. Returns {device: data folder}.
     """
-    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
+    from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare
     from ampxfer_lib.sample_data.files import ensure_sample_data
 
     sample = ensure_sample_data(progress=progress)

@@ -20,12 +20,13 @@ from ampxfer_lib.data.dataset import load_dataset
 from ampxfer_lib.errors import ConfigError, RunFolderError
 from ampxfer_lib.fileio import PathLike
 from ampxfer_lib.model.formats import load_model, save_model
-from ampxfer_lib.model.network import ModelConfig
+from ampxfer_lib.model.weights import ModelConfig
 from ampxfer_lib.study.config import StudyConfig
 from ampxfer_lib.study.executors import Executor, InProcessExecutor, check_dependencies
 from ampxfer_lib.study.plan import ROLES, STUDY_FILES, RunSpec, folded_source_path, plan_study, run_state, write_plan
 from ampxfer_lib.study.report import load_results, write_report
-from ampxfer_lib.transfer.init_from import InitSource, adapt_to, fold_knobs
+from ampxfer_lib.model.weights import fold_knobs
+from ampxfer_lib.transfer.init_from import InitSource, adapt_to
 
 
 def study_folder(out_dir: PathLike) -> Path:

@@ -217,7 +217,10 @@ def make_config(data: PathLike = "", preset: Optional[str] = None, **overrides) 
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; one of {', '.join(sorted(PRESETS))}")
     values = dict(PRESETS[preset])
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "lr" in given and "finetune_lr" not in given:
+        values.pop("finetune_lr", None)  # an explicit --lr is the rate of every run, from a model too
+    values.update(given)
     values["preset"] = preset
     values["data"] = os.fspath(data)
     return TrainConfig.from_dict(values)

@@ -18,7 +18,8 @@ from ampxfer_lib.data.dataset import Dataset, load_dataset
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike
 from ampxfer_lib.model.formats import load_model
-from ampxfer_lib.model.network import AmpLSTM, ModelConfig, ModelWeights
+from ampxfer_lib.model.network import AmpLSTM
+from ampxfer_lib.model.weights import ModelConfig, ModelWeights
 from ampxfer_lib.training.losses import esr_numpy
 
 
@@ -58,7 +59,7 @@ def evaluate(model: Union[PathLike, ModelWeights, AmpLSTM], data: Union[PathLike
         name, module = "model", model
     else:
         name = "model" if isinstance(model, ModelWeights) else str(model)
-        module = (model if isinstance(model, ModelWeights) else load_model(model)).to_module()
+        module = AmpLSTM.from_weights(model if isinstance(model, ModelWeights) else load_model(model))
     ds = data if isinstance(data, Dataset) else load_dataset(data)
     check_fits(module.config, ds, name)
     device = next(module.parameters()).device

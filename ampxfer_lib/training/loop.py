@@ -35,7 +35,8 @@ from ampxfer_lib.data.dataset import Dataset, load_dataset, segment, stack_seque
 from ampxfer_lib.errors import ConfigError, TrainingDiverged
 from ampxfer_lib.fileio import PathLike
 from ampxfer_lib.model import cpu_lstm
-from ampxfer_lib.model.network import AmpLSTM, ModelConfig, new_model
+from ampxfer_lib.model.network import AmpLSTM, new_model
+from ampxfer_lib.model.weights import ModelConfig
 from ampxfer_lib.training import checkpoint as ckpt
 from ampxfer_lib.training.callbacks import Callback, LogFile, Report, RunView
 from ampxfer_lib.training.config import TrainConfig, epoch_lr
@@ -43,7 +44,7 @@ from ampxfer_lib.training.regularize import ema_update_, l2_sp
 from ampxfer_lib.training.schedule import adaptive_lr
 from ampxfer_lib.training.evaluate import evaluate, predict
 from ampxfer_lib.training.losses import esr_numpy, make_loss
-from ampxfer_lib.training.run_folder import RunFolder, RunState, make_summary, starting_model
+from ampxfer_lib.training.run_folder import RunFolder, RunState, make_summary, start_fingerprints, starting_model
 from ampxfer_lib.training.tbptt import tbptt_batch, tbptt_windows
 from ampxfer_lib.transfer.init_from import InitSource, adapt_to
 from ampxfer_lib.transfer.level_match import match_level, spread_stretches
@@ -70,7 +71,8 @@ def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] 
         init, init_fingerprint = starting_model(config, out_dir)
         model_config = model_shape(config, data.dataset, init)
         warnings = data.warnings + rate_warnings(config, data.dataset, init, init_fingerprint)
-        folder = RunFolder(out_dir, config, model_config, data.fingerprint, init_fingerprint, warnings)
+        folder = RunFolder(out_dir, config, model_config, data.fingerprint, init_fingerprint, warnings,
+                           start_fingerprints(init.weights) if init_fingerprint else ())
         saved = folder.claim(overwrite, device)  # the checkpoint to resume from; None: a fresh start
 
         model, start_match = build_model(config, model_config, init, data.dataset)
@@ -334,10 +336,10 @@ def build_model(config: TrainConfig, model_config: ModelConfig, init: Optional[I
         return new_model(model_config, seed=config.seed), None
     weights = adapt_to(init, model_config)
     if config.match_level == "none":
-        return weights.to_module(), None
+        return AmpLSTM.from_weights(weights), None
     stretches = spread_stretches(data.split("train", config.subset), data.sample_rate)
     weights, info = match_level(weights, stretches, config.match_level)
-    return weights.to_module(), info
+    return AmpLSTM.from_weights(weights), info
 
 
 def make_optimizer(config: TrainConfig, model: AmpLSTM, init: Optional[InitSource]) -> torch.optim.Adam:

@@ -17,7 +17,6 @@ history, RNG states); the files themselves are listed in :mod:`.checkpoint`.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import random
@@ -32,21 +31,24 @@ from ampxfer_lib import __version__
 from ampxfer_lib.errors import ConfigError, RunFolderError
 from ampxfer_lib.fileio import make_dirs, remove_stale_temporaries
 from ampxfer_lib.model.formats import neuralpi
-from ampxfer_lib.model.network import AmpLSTM, ModelConfig, ModelWeights
+from ampxfer_lib.model.network import AmpLSTM
+from ampxfer_lib.model.weights import ModelConfig, ModelWeights
 from ampxfer_lib.training import checkpoint as ckpt
 from ampxfer_lib.training.config import TrainConfig
 from ampxfer_lib.transfer.init_from import InitSource, resolve_init
 
 
-def weights_fingerprint(weights: ModelWeights) -> str:
-    """sha256 of a model's weights as AGAM JSON: the same for the same network in any file."""
-    return hashlib.sha256(neuralpi.dumps(weights).encode("utf-8")).hexdigest()
+def start_fingerprints(weights: ModelWeights) -> Tuple[str, ...]:
+    """The fingerprints a run folder may have stored for its starting model: today's
+    :meth:`ModelWeights.fingerprint` first, then the sha256 of its AGAM JSON that folders made
+    before it stored (so they still resume)."""
+    return weights.fingerprint(), neuralpi.json_sha256(weights)
 
 
 # --------------------------------------------------------------------------- the starting model
 
 def starting_model(config: TrainConfig, out_dir: Path) -> Tuple[Optional[InitSource], Optional[str]]:
-    """The model ``config.init_from`` names and its :func:`weights_fingerprint` (None, None:
+    """The model ``config.init_from`` names and its :meth:`ModelWeights.fingerprint` (None, None:
     a run from scratch).
 
     When it cannot be read but ``out_dir`` holds this very run, the run's own checkpoint
@@ -66,7 +68,7 @@ def starting_model(config: TrainConfig, out_dir: Path) -> Tuple[Optional[InitSou
         if own is None:
             raise
         return own, None
-    return init, weights_fingerprint(init.weights)
+    return init, init.weights.fingerprint()
 
 
 def _own_checkpoint_as_start(config: TrainConfig, out_dir: Path) -> Optional[InitSource]:
@@ -221,8 +223,10 @@ class RunFolder:
     ``warnings`` and ``library_version``; a folder whose record differs holds another run."""
 
     def __init__(self, out_dir: Path, config: TrainConfig, model_config: ModelConfig, data_fingerprint: str,
-                 init_fingerprint: Optional[str], warnings: List[dict]):
+                 init_fingerprint: Optional[str], warnings: List[dict], init_aliases: Tuple[str, ...] = ()):
         self.path = Path(out_dir)
+        #: Other fingerprints of the same starting model (see :func:`start_fingerprints`).
+        self.init_aliases = init_aliases
         self.config = config
         self.model_config = model_config
         self.record = {"train": config.to_dict(), "model": model_config.to_dict(),
@@ -274,7 +278,7 @@ class RunFolder:
         if old.get("data_fingerprint") != self.record["data_fingerprint"]:
             diffs.append("the prepared data changed")
         theirs_init, mine_init = old.get("init_fingerprint"), self.record["init_fingerprint"]
-        if theirs_init and mine_init and theirs_init != mine_init:
+        if theirs_init and mine_init and theirs_init not in (mine_init,) + tuple(self.init_aliases):
             diffs.append("the --init-from model changed")
         elif self.config.init_from and not theirs_init and old.get("train", {}).get("init_from"):
             # runs from before init fingerprints: compare where the model was

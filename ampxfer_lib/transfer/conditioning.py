@@ -30,7 +30,7 @@ from ampxfer_lib.fileio import PathLike, atomic_write_json
 from ampxfer_lib.paths import realdata_dir
 
 if TYPE_CHECKING:
-    from ampxfer_lib.model.network import ModelWeights
+    from ampxfer_lib.model.weights import ModelWeights
 
 Knobs = Union[float, Sequence[float]]
 
@@ -106,7 +106,7 @@ def render_knob_captures(device: Union["ModelWeights", Callable[[np.ndarray, Tup
     knobs and device) is reused as it is, so reruns cost nothing.
     """
     from ampxfer_lib.data.audio import write_audio
-    from ampxfer_lib.model.network import ModelWeights
+    from ampxfer_lib.model.weights import ModelWeights
     from ampxfer_lib.model.render import render
 
     audio = di.audio if isinstance(di, DIExcerpt) else np.asarray(di, dtype=np.float32)
@@ -126,7 +126,7 @@ def render_knob_captures(device: Union["ModelWeights", Callable[[np.ndarray, Tup
 
         def play(x, k):
             return render(weights, x, k)
-        identity = {"model": hash_weights(weights)}
+        identity = {"model": weights.fingerprint()}
     else:
         play = device
         identity = {"function": getattr(device, "__qualname__", repr(device))}
@@ -155,16 +155,6 @@ def render_knob_captures(device: Union["ModelWeights", Callable[[np.ndarray, Tup
         write_audio(out / cap["target"], y, rate)
     atomic_write_json(spec_path, spec)  # last: a spec means every file is complete
     return spec_path
-
-
-def hash_weights(weights) -> str:
-    import hashlib
-
-    h = hashlib.sha256(json.dumps(weights.config.to_dict(), sort_keys=True).encode())
-    for name in sorted(weights.params):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(weights.params[name], dtype=np.float32).tobytes())
-    return h.hexdigest()
 
 
 def _array_sha(x: np.ndarray) -> str:
@@ -312,7 +302,7 @@ def prepare_knob_dataset(device: str, knobs: Sequence[float], out_dir: PathLike,
     invert itself, so a transfer would start far off). Files go to ``out_dir/renders`` and
     ``out_dir/data``; reruns reuse them.
     """
-    from ampxfer_lib.data.dataset import PrepareConfig, prepare, read_conditioned_spec
+    from ampxfer_lib.data.prepare import PrepareConfig, prepare, read_conditioned_spec
     from ampxfer_lib.model.formats import load_model
     from ampxfer_lib.model.render import render
 
@@ -377,7 +367,8 @@ def train_snapshot(ds: KnobDataset, knob: float, out_dir: PathLike, callbacks: S
     """Train a snapshot model on the capture of ``ds`` at ``knob`` (a stand-in for an earlier
     snapshot capture of the device); returns its model_best.json path. A finished run with
     the same settings is reused (``overwrite`` retrains)."""
-    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, load_dataset, prepare, read_conditioned_spec
+    from ampxfer_lib.data.dataset import load_dataset
+    from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare, read_conditioned_spec
     from ampxfer_lib.training.config import make_config
     from ampxfer_lib.training.loop import train
 

@@ -2,23 +2,21 @@
 
 The starting model's architecture must match the new run's, with one allowed change: a
 snapshot model (input_size 1) may start a knob-conditioned model. Its new input weights are
-set to zero, so at the start the conditioned model equals the snapshot at every knob value.
-The reverse (a conditioned model starting a snapshot) folds chosen knob values into the
-LSTM bias, which is exact: ``W_ih[:, 1:] @ knobs`` is a constant input to every gate.
+set to zero, so at the start the conditioned model equals the snapshot at every knob value
+(:func:`~ampxfer_lib.model.weights.expand_inputs`). The reverse, a conditioned model frozen
+at chosen knob values as a snapshot, is :func:`~ampxfer_lib.model.weights.fold_knobs`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
-
-import numpy as np
+from typing import Optional
 
 from ampxfer_lib.training.checkpoint import CHECKPOINT, MODEL_BEST, is_run_folder, load_checkpoint
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.model.formats import load_model
-from ampxfer_lib.model.network import ModelConfig, ModelWeights
+from ampxfer_lib.model.weights import ModelConfig, ModelWeights, expand_inputs
 
 
 @dataclass
@@ -52,31 +50,6 @@ def resolve_init(init_from: str, keep_optimizer: bool = False) -> InitSource:
     if not p.exists():
         raise ConfigError(f"{p}: no such model file or run folder for --init-from")
     return InitSource(str(p), load_model(p))
-
-
-def expand_inputs(weights: ModelWeights, input_size: int) -> ModelWeights:
-    """A snapshot (input_size 1) widened to ``input_size`` with zero knob weights."""
-    if weights.config.input_size != 1:
-        raise ValueError("only a snapshot model can be widened")
-    params = dict(weights.params)
-    w = np.zeros((weights.weight_ih.shape[0], input_size), dtype=np.float32)
-    w[:, :1] = weights.weight_ih
-    params["rec.weight_ih_l0"] = w
-    config = ModelConfig(input_size, weights.config.hidden_size, weights.config.skip, weights.config.sample_rate)
-    return ModelWeights(config, params, dict(weights.metadata))
-
-
-def fold_knobs(weights: ModelWeights, knobs: Sequence[float]) -> ModelWeights:
-    """A conditioned model frozen at ``knobs``, as an exact snapshot model (input_size 1)."""
-    knobs = np.asarray(list(knobs), dtype=np.float64)
-    if len(knobs) != weights.config.num_knobs:
-        raise ConfigError(f"the model has {weights.config.num_knobs} knob(s); {len(knobs)} value(s) given")
-    params = dict(weights.params)
-    w = weights.weight_ih.astype(np.float64)
-    params["rec.weight_ih_l0"] = weights.weight_ih[:, :1].copy()
-    params["rec.bias_ih_l0"] = (weights.params["rec.bias_ih_l0"].astype(np.float64) + w[:, 1:] @ knobs).astype(np.float32)
-    config = ModelConfig(1, weights.config.hidden_size, weights.config.skip, weights.config.sample_rate)
-    return ModelWeights(config, params, dict(weights.metadata))
 
 
 def adapt_to(source: InitSource, target: ModelConfig) -> ModelWeights:

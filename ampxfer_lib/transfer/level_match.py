@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.model.network import ModelWeights
+from ampxfer_lib.model.network import AmpLSTM
+from ampxfer_lib.model.weights import ModelWeights
 
 METHODS = ("none", "gain", "refit")
 
@@ -71,7 +72,7 @@ def spread_stretches(sections: Sequence, rate: int, seconds: float = 30.0, chunk
 @torch.no_grad()
 def lstm_features(weights: ModelWeights, x: np.ndarray) -> np.ndarray:
     """The LSTM's hidden states from a zero state: x (B, T, C) -> (B, T, H) float64."""
-    model = weights.to_module().eval()
+    model = AmpLSTM.from_weights(weights).eval()
     hidden, _ = model.rec(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
     return hidden.double().numpy()
 

@@ -43,10 +43,10 @@ from ampxfer_lib.data.dataset import Dataset, load_dataset
 from ampxfer_lib.errors import AmpxferError, ConfigError
 from ampxfer_lib.fileio import PathLike
 from ampxfer_lib.model.formats import load_model, save_model
-from ampxfer_lib.training.losses import LossConfig, make_loss
+from ampxfer_lib.training.losses import LossConfig, esr_numpy, make_loss
+from ampxfer_lib.model.network import AmpLSTM
+from ampxfer_lib.model.weights import ModelWeights, expand_inputs, fold_knobs
 from ampxfer_lib.training.tbptt import tbptt_batch, tbptt_windows
-from ampxfer_lib.model.network import ModelConfig, ModelWeights
-from ampxfer_lib.transfer.init_from import expand_inputs, fold_knobs
 
 
 #: Zero-shot scores, cheapest signal first (all come from one pass of the model):
@@ -135,7 +135,7 @@ def esr_scores(pred: np.ndarray, target: np.ndarray) -> Dict[str, float]:
     yy, pp, py = float(y @ y), float(p @ p), float(p @ y)
     if yy == 0:
         return {"esr": math.inf, "esr_level_matched": math.inf, "gain": 1.0}
-    esr = float(np.sum(np.square(y - p))) / yy
+    esr = esr_numpy(p, y)
     gain = py / pp if pp > 0 else 0.0
     matched = max(0.0, 1.0 - (py * py / (pp * yy) if pp > 0 else 0.0))
     return {"esr": esr, "esr_level_matched": matched, "gain": gain}
@@ -161,7 +161,7 @@ def refit_head(hidden: np.ndarray, x: np.ndarray, y: np.ndarray, skip: bool) -> 
 
 def zero_shot(weights: ModelWeights, audio: ProbeAudio) -> Dict[str, object]:
     """All zero-shot scores of ``weights`` (already shaped for the data) on probe audio."""
-    model = weights.to_module().eval()
+    model = AmpLSTM.from_weights(weights).eval()
     x = torch.from_numpy(np.ascontiguousarray(audio.x))
     with torch.no_grad():
         hidden, _ = model.rec(x)  # from a zero state, as the model plays a file
@@ -188,7 +188,7 @@ def finetune_probe(weights: ModelWeights, train: ProbeAudio, evaluate: ProbeAudi
     ``probe_esr`` (plain ESR on ``evaluate`` after the probe), ``probe_start_esr`` (before)
     and ``probe_updates``.
     """
-    model = weights.to_module()
+    model = AmpLSTM.from_weights(weights)
     x = train.x[:, train.warmup:]
     y = train.y[:, train.warmup:]
     n = x.shape[1] // segment_samples

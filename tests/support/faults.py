@@ -131,7 +131,7 @@ class Fixtures:
     def data(self) -> Path:
         """A prepared data folder (8 s at 44.1 kHz through the fixture amp), read-only files."""
         def make():
-            from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
+            from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare
 
             x, y = self.pair_signals()
             rec = self.root / "shared_rec"
@@ -161,7 +161,8 @@ class Fixtures:
         """A (randomly initialised) AGAM/NeuralPi model JSON."""
         def make():
             from ampxfer_lib.model.formats import neuralpi
-            from ampxfer_lib.model.network import ModelConfig, new_model
+            from ampxfer_lib.model.network import new_model
+            from ampxfer_lib.model.weights import ModelConfig
 
             path = self.root / "models" / name
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -819,7 +820,7 @@ def _(fx, d):
 def _(fx, d):
     run = _copy_tree_writable(fx.run(), d / "run")
     xin, tgt = _pair(d / "rec", fx, target=lambda x, y: 0.5 * y)
-    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
+    from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare
 
     prepare([CaptureSpec((str(xin),), (str(tgt),))], d / "data2",
             PrepareConfig(val_seconds=1.5, test_seconds=1.0, limited_seconds=2.0))
@@ -1184,7 +1185,7 @@ def _(fx, d):
 # ----------------------------------------------------------- notebooks (Python API)
 
 def _api_prepare(xin: Path, tgt: Path, out: Path, **settings):
-    from ampxfer_lib.data.dataset import CaptureSpec, PrepareConfig, prepare
+    from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare
 
     cfg = PrepareConfig(val_seconds=1.5, test_seconds=1.0, limited_seconds=2.0, **settings)
     return prepare([CaptureSpec((str(xin),), (str(tgt),))], out, cfg)

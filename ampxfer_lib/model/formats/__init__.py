@@ -1,7 +1,7 @@
 """Model file formats, one module each. ``neuralpi`` (AGAM/Proteus JSON) is the native one.
 
-:func:`sniff` names the format of a decoded JSON object so that errors can say what a
-file is ("this is an RTNeural file: use `ampxfer import`") instead of failing on a key.
+:func:`sniff` (in :mod:`.jsonfile`, with :func:`read_json_file`) names the format of a decoded
+JSON object so that errors can say what a file is ("this is an RTNeural file: use `ampxfer import`") instead of failing on a key.
 :func:`export_model` writes any supported plugin format and says which plugins load it;
 :func:`import_model` reads any of them back, recognising the format from the content.
 
@@ -11,68 +11,21 @@ Formats: ``neuralpi`` (aliases ``agam``, ``proteus``), ``rtneural`` (alias ``aid
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from ampxfer_lib.errors import ModelFormatError
 from ampxfer_lib.fileio import PathLike
-
-#: The largest model file we read (a hidden-128 LSTM is about 3 MB of JSON).
-MAX_MODEL_BYTES = 64 * 1024 * 1024
-
-
-def read_json_file(path: PathLike) -> Any:
-    """Decode a JSON model file, turning every failure into one clear line."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ModelFormatError(f"{path}: no such file; check the path")
-    if os.path.isdir(path):
-        raise ModelFormatError(f"{path}: is a folder; give a model .json file (in a run folder, "
-                               "model_best.json)")
-    size = os.path.getsize(path)
-    if size == 0:
-        raise ModelFormatError(f"{path}: empty file; the model was not saved completely")
-    if size > MAX_MODEL_BYTES:
-        raise ModelFormatError(f"{path}: {size} bytes is far too large for an LSTM model file")
-    try:
-        with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
-        return json.loads(text)
-    except UnicodeDecodeError:
-        raise ModelFormatError(f"{path}: not a text file; expected a JSON model") from None
-    except json.JSONDecodeError as exc:
-        raise ModelFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column "
-                               f"{exc.colno}); the file is truncated or not a model") from None
+from ampxfer_lib.model.formats import nam, neuralpi, rtneural
+from ampxfer_lib.model.formats.jsonfile import read_json_file, sniff
+from ampxfer_lib.model.weights import ModelWeights, fold_knobs
 
 
-def sniff(obj: Any) -> str:
-    """Name the model format of a decoded JSON object.
-
-    Returns one of ``neuralpi``, ``rtneural``, ``nam``, ``wavenet`` (PedalNetRT / GuitarML
-    WaveNet) or ``unknown``.
-    """
-    if not isinstance(obj, dict):
-        return "unknown"
-    if isinstance(obj.get("model_data"), dict) and "state_dict" in obj:
-        return "neuralpi"
-    if "layers" in obj and "in_shape" in obj:
-        return "rtneural"
-    if "architecture" in obj and "weights" in obj:
-        return "nam"
-    keys = set(obj)
-    if {"dilation_depth", "num_channels"} & keys or "wavenet" in json.dumps(sorted(keys)).lower():
-        return "wavenet"
-    return "unknown"
-
-
-def load_model(path: PathLike):
+def load_model(path: PathLike) -> ModelWeights:
     """Load a model that must be in the native AGAM/NeuralPi format (the training input).
 
     Other known formats are refused with a message that names them and the converter.
     """
-    from ampxfer_lib.model.formats import neuralpi
-
     obj = read_json_file(path)
     kind = sniff(obj)
     if kind == "neuralpi":
@@ -86,17 +39,13 @@ def load_model(path: PathLike):
     raise ModelFormatError(f"{os.fspath(path)}: {hints[kind]}")
 
 
-def save_model(weights, path: PathLike) -> None:
-    from ampxfer_lib.model.formats import neuralpi
-
+def save_model(weights: ModelWeights, path: PathLike) -> None:
     neuralpi.save(weights, path)
 
 
 #: Export formats and the names users know them by.
 FORMATS = ("neuralpi", "rtneural", "nam")
 ALIASES: Dict[str, str] = {"agam": "neuralpi", "proteus": "neuralpi", "aidax": "rtneural", "aida-x": "rtneural"}
-#: The file extension each format is usually saved with.
-EXTENSIONS = {"neuralpi": ".json", "rtneural": ".json", "nam": ".nam"}
 
 
 def canonical_format(name: str) -> str:
@@ -110,17 +59,15 @@ def canonical_format(name: str) -> str:
 
 
 def _module(fmt: str):
-    from ampxfer_lib.model.formats import nam, neuralpi, rtneural
-
     return {"neuralpi": neuralpi, "rtneural": rtneural, "nam": nam}[fmt]
 
 
-def compatibility(weights, fmt: str) -> List[str]:
+def compatibility(weights: ModelWeights, fmt: str) -> List[str]:
     """Lines saying which plugins load ``weights`` written as ``fmt`` (and what to watch for)."""
     return _module(canonical_format(fmt)).compatibility(weights)
 
 
-def export_model(weights, fmt: str, path: PathLike, knobs: Optional[Sequence[float]] = None,
+def export_model(weights: ModelWeights, fmt: str, path: PathLike, knobs: Optional[Sequence[float]] = None,
                  metadata: Optional[Dict[str, Any]] = None, source: Optional[str] = None) -> List[str]:
     """Write ``weights`` to ``path`` as ``fmt``; returns the plugin-compatibility notes.
 
@@ -133,8 +80,6 @@ def export_model(weights, fmt: str, path: PathLike, knobs: Optional[Sequence[flo
     fmt = canonical_format(fmt)
     notes: List[str] = []
     if knobs:
-        from ampxfer_lib.transfer.init_from import fold_knobs
-
         weights = fold_knobs(weights, knobs)
         notes.append(f"knob(s) frozen at {', '.join(f'{k:g}' for k in knobs)}: the file is a snapshot model")
     module = _module(fmt)
@@ -148,14 +93,12 @@ def export_model(weights, fmt: str, path: PathLike, knobs: Optional[Sequence[flo
     return notes + module.compatibility(weights)
 
 
-def import_model(path: PathLike):
+def import_model(path: PathLike) -> ModelWeights:
     """Read a model in any supported format (recognised from the content) as ModelWeights.
 
     Notes about what could not be carried over (e.g. a NAM file's initial state) are in
     ``weights.metadata["import_notes"]``.
     """
-    from ampxfer_lib.model.formats import nam, neuralpi, rtneural
-
     obj = read_json_file(path)
     kind = sniff(obj)
     source = os.fspath(path)

@@ -34,15 +34,13 @@ import numpy as np
 
 from ampxfer_lib.errors import ModelFormatError
 from ampxfer_lib.fileio import PathLike, atomic_write_text
-from ampxfer_lib.model.network import ModelConfig, ModelWeights
+from ampxfer_lib.model.formats.jsonfile import read_json_file
+from ampxfer_lib.model.weights import ModelConfig, ModelWeights
 
 FORMAT_NAME = "nam"
 NAM_FILE_VERSION = "0.5.4"
 #: NAM's default rate; old .nam files without a ``sample_rate`` were trained at it.
 NAM_DEFAULT_RATE = 48000
-#: ``metadata`` keys NAM's trainer writes and NAM plugins show (all optional).
-METADATA_KEYS = ("name", "modeled_by", "gear_type", "gear_make", "gear_model", "tone_type",
-                 "input_level_dbu", "output_level_dbu", "loudness", "gain", "date", "training")
 
 
 def is_nam(obj: Any) -> bool:
@@ -181,8 +179,6 @@ def dumps(weights: ModelWeights, metadata: Optional[Dict[str, Any]] = None, sour
 
 
 def load(path: PathLike) -> ModelWeights:
-    from ampxfer_lib.model.formats import read_json_file
-
     return from_json_obj(read_json_file(path), str(path))
 
 

@@ -17,6 +17,7 @@ only when it is not 44100 (absent means 44100, the rate every plugin assumes).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Dict
 
@@ -24,7 +25,8 @@ import numpy as np
 
 from ampxfer_lib.errors import ModelFormatError
 from ampxfer_lib.fileio import PathLike, atomic_write_text
-from ampxfer_lib.model.network import PARAM_NAMES, ModelConfig, ModelWeights
+from ampxfer_lib.model.formats.jsonfile import read_json_file
+from ampxfer_lib.model.weights import PARAM_NAMES, ModelConfig, ModelWeights
 
 FORMAT_NAME = "neuralpi"
 DEFAULT_RATE = 44100
@@ -117,6 +119,13 @@ def dumps(weights: ModelWeights) -> str:
     return json.dumps(to_json_obj(weights))
 
 
+def json_sha256(weights: ModelWeights) -> str:
+    """sha256 (hex) of :func:`dumps` of ``weights``: the ``init_fingerprint`` that run folders
+    written before :meth:`ModelWeights.fingerprint` store. It changes with the bias split and
+    the extra ``model_data`` keys, so it only serves to recognise those folders."""
+    return hashlib.sha256(dumps(weights).encode("utf-8")).hexdigest()
+
+
 def loads(text: str, source: str = "model") -> ModelWeights:
     try:
         obj = json.loads(text)
@@ -127,8 +136,6 @@ def loads(text: str, source: str = "model") -> ModelWeights:
 
 
 def load(path: PathLike) -> ModelWeights:
-    from ampxfer_lib.model.formats import read_json_file  # late import: formats/__init__ imports this module
-
     return from_json_obj(read_json_file(path), str(path))
 
 

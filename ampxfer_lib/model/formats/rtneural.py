@@ -31,7 +31,8 @@ import numpy as np
 
 from ampxfer_lib.errors import ModelFormatError
 from ampxfer_lib.fileio import PathLike, atomic_write_text
-from ampxfer_lib.model.network import ModelConfig, ModelWeights
+from ampxfer_lib.model.formats.jsonfile import read_json_file
+from ampxfer_lib.model.weights import ModelConfig, ModelWeights
 
 FORMAT_NAME = "rtneural"
 DEFAULT_RATE = 44100
@@ -150,8 +151,6 @@ def dumps(weights: ModelWeights) -> str:
 
 
 def load(path: PathLike) -> ModelWeights:
-    from ampxfer_lib.model.formats import read_json_file
-
     return from_json_obj(read_json_file(path), str(path))
 
 
