@@ -241,6 +241,8 @@ def add_rank(sub) -> None:
 
 
 COMMANDS += [add_study, add_rank]
+from ampxfer_lib.cli.capture import add_capture, add_library  # noqa: E402
+COMMANDS += [add_capture, add_library]
 
 
 def build_parser() -> argparse.ArgumentParser:
