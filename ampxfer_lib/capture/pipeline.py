@@ -452,9 +452,19 @@ class Capture:
         return make_config(self.out / DATA, self.preset, subset=self._subset(), init_from=init_from, **overrides)
 
     def _callbacks(self) -> list:
-        from ampxfer_lib.training.loop import LogLines, WarningLines
+        from ampxfer_lib.training.loop import Callback, LogLines
 
-        return [WarningLines(lambda m: self.log(f"  {m}")), LogLines(lambda m: self.log(f"  {m}"))] + self.train_callbacks
+        log = self.log
+
+        class TrainerWarnings(Callback):
+            # The data's own warnings were printed by the prepare stage; only the trainer's are new.
+            def on_start(self, run):
+                data_warnings = run.data.manifest.get("warnings", [])
+                for w in run.warnings:
+                    if w not in data_warnings:
+                        log(f"  warning: {w['file']}: {w['message']}")
+
+        return [TrainerWarnings(), LogLines(lambda m: log(f"  {m}"))] + self.train_callbacks
 
     def _settings(self, start: Optional[dict]) -> dict:
         s = {"preset": self.preset, "subset": self._subset(), "overrides": self.train_overrides,
