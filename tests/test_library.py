@@ -93,6 +93,8 @@ def test_remove(tmp_path):
     ('{"format": "ampxfer-model-library", "version": 1, "models": [{"name": "a", "file": "a.json"},'
      ' {"name": "a", "file": "b.json"}]}', "the name 'a' appears twice"),
     ('{"format": "ampxfer-model-library", "version": 9, "models": []}', "written by a newer ampxfer"),
+    ('{"format": "ampxfer-model-library", "version": 1, "models": [{"name": "a", "file": "a.json", "knobs": 5}]}',
+     "entry 'a' has knobs that are not NAME: SETTING pairs"),
 ])
 def test_a_damaged_index_is_named_in_one_line(tmp_path, content, words):
     (tmp_path / INDEX).write_text(content)

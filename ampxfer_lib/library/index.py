@@ -121,16 +121,20 @@ class LibraryEntry:
     def from_dict(cls, d: Mapping, where: str = INDEX) -> "LibraryEntry":
         known = {f for f in cls.__dataclass_fields__}
         if not isinstance(d, Mapping) or "name" not in d or "file" not in d:
-            raise ConfigError(f"{where}: an entry without 'name' and 'file'")
+            raise ConfigError(f"{where}: an entry without 'name' and 'file'; fix or delete that entry")
         values = {k: v for k, v in d.items() if k in known}
-        values["knobs"] = parse_knobs(values.get("knobs") or ())
+        try:
+            values["knobs"] = parse_knobs(values.get("knobs") or ())
+        except (TypeError, ValueError, ConfigError):
+            raise ConfigError(f"{where}: entry {d['name']!r} has knobs that are not NAME: SETTING pairs; "
+                              "fix or delete that entry") from None
         esr = values.get("test_esr")
         if esr is not None and not isinstance(esr, (int, float)):
-            raise ConfigError(f"{where}: entry {d['name']!r} has a test_esr that is not a number")
+            raise ConfigError(f"{where}: entry {d['name']!r} has a test_esr that is not a number; fix or delete it")
         try:
             return cls(**values)
         except TypeError as exc:
-            raise ConfigError(f"{where}: entry {d['name']!r} is damaged ({exc})") from None
+            raise ConfigError(f"{where}: entry {d['name']!r} is damaged ({exc}); fix or delete that entry") from None
 
 
 def slug(name: str) -> str:
