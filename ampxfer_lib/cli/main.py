@@ -16,6 +16,7 @@ import sys
 from typing import Callable, List, Optional, Sequence
 
 from ampxfer_lib import __version__
+from ampxfer_lib.cli.capture import add_capture, add_library
 from ampxfer_lib.cli.common import eprint
 from ampxfer_lib.cli.data import add_prepare
 from ampxfer_lib.cli.models import add_export, add_import, add_rank
@@ -24,8 +25,8 @@ from ampxfer_lib.cli.train import add_evaluate, add_render, add_train
 from ampxfer_lib.errors import AmpxferError
 
 #: Each command's add-parser function, in the order ``--help`` lists them.
-COMMANDS: List[Callable] = [add_prepare, add_train, add_render, add_evaluate, add_export, add_import, add_study,
-                            add_rank]
+COMMANDS: List[Callable] = [add_capture, add_prepare, add_train, add_render, add_evaluate, add_export, add_import,
+                            add_study, add_rank, add_library]
 
 
 def build_parser() -> argparse.ArgumentParser:

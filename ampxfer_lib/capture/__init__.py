@@ -1,0 +1,1 @@
+"""Capturing the user's own device: the resumable pipeline, the verdict in words, the listening page."""
