@@ -26,7 +26,6 @@ before training or to train the scratch baseline first; :func:`capture` runs the
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import os
@@ -35,112 +34,16 @@ from typing import Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ampxfer_lib import __version__
 from ampxfer_lib.errors import AudioError, ConfigError
+from ampxfer_lib.capture.plugins import export_plugins
+from ampxfer_lib.capture.record import (CAPTURE_FORMAT, CAPTURE_VERSION, DATA, PLUGINS, RECORD, RUN, SCORE_WORDS, SCRATCH,
+                                        STAGES, START, Log, _finite, _first_difference, _fmt, _now, _source,
+                                        capture_splits)
+from ampxfer_lib.capture.start import RankStage
 from ampxfer_lib.fileio import PathLike, atomic_write_json, atomic_write_text, make_dirs, sha256_file
-
-RECORD = "capture.json"
-CAPTURE_FORMAT = "ampxfer-capture"
-CAPTURE_VERSION = 1
-DATA, RUN, SCRATCH, START, RANKING, PLUGINS = "data", "run", "scratch", "start.json", "ranking.json", "plugins"
-STAGES = ("prepare", "rank", "train", "scratch", "evaluate", "export", "listen", "register")
-#: Names that belong to a capture folder; with capture.json absent, only data/ may already be
-#: there (a first prepare that was interrupted after writing it).
-OWN_NAMES = (RECORD, DATA, RUN, SCRATCH, START, RANKING, PLUGINS, "listen", "listen.html")
-#: Validation and test audio (seconds) of a long recording, as ``ampxfer prepare`` keeps them ...
-VAL_SECONDS, TEST_SECONDS = 40.0, 20.0
-#: ... and the fractions kept from a shorter one, so that a one-minute recording still trains.
-VAL_FRACTION, TEST_FRACTION = 0.2, 0.1
-
-Log = Callable[[str], None]
-#: How a ranking score was measured, in words (see ampxfer_lib.transfer.rank).
-SCORE_WORDS = {"finetune_probe": "validation ESR after a short fine-tune probe",
-               "esr_level_matched": "level-matched ESR as it plays", "esr": "ESR as it plays",
-               "esr_head_refit": "ESR after refitting its output layer"}
-
-
-def capture_splits(seconds: float) -> Tuple[float, float]:
-    """Validation and test seconds for a recording of ``seconds``: 40 s and 20 s from 200 s on,
-    20% and 10% of a shorter one (rounded to 0.1 s), so training keeps 70% or more."""
-    val = min(VAL_SECONDS, round(VAL_FRACTION * seconds, 1))
-    test = min(TEST_SECONDS, round(TEST_FRACTION * seconds, 1))
-    return max(val, 0.1), max(test, 0.1)
-
-
-def _now() -> str:
-    return _dt.datetime.now().isoformat(timespec="seconds")
-
-
-def _source(path: PathLike, role: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise AudioError(f"{p}: no such file; check the --{role} path")
-    return {"path": os.path.abspath(p), "sha256": sha256_file(p)}
-
-
-def _fmt(x: Optional[float]) -> str:
-    return "n/a" if x is None else f"{x:.4g}"
-
-
-def _finite(obj):
-    """``obj`` with every NaN or infinite float replaced by None (JSON has no infinity)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def _first_difference(a: Mapping, b: Mapping) -> Optional[str]:
-    """``"KEY OLD -> NEW"`` for the first key (in ``b``'s order, then the rest) whose values differ."""
-    for key in list(b) + sorted(set(a) - set(b)):
-        if a.get(key) != b.get(key):
-            return f"{key} {a.get(key)!r} -> {b.get(key)!r}"
-    return None
-
-
-# --------------------------------------------------------------------------- plugin files
-
-#: (format, file name suffix): NeuralPi/Proteus take the AGAM JSON; AIDA-X reads RTNeural JSON.
-PLUGIN_FILES = (("neuralpi", ".json"), ("rtneural", ".aidax.json"), ("nam", ".nam"))
-
-
-def export_plugins(weights, folder: PathLike, name: str) -> Tuple[List[dict], List[dict]]:
-    """Write ``weights`` in every plugin format it fits into ``folder``.
-
-    Returns ``(files, skipped)``: ``[{"file", "format", "notes"}]`` (file names relative to
-    ``folder``; notes say which plugins load each file) and ``[{"format", "why"}]`` for the
-    formats that cannot hold this model (NAM needs a model without the skip connection).
-    Also writes ``folder/README.txt`` with the same information.
-    """
-    from ampxfer_lib.errors import ModelFormatError
-    from ampxfer_lib.library.index import slug
-    from ampxfer_lib.model.formats import export_model
-
-    folder = make_dirs(folder)
-    stem = slug(name)
-    files, skipped = [], []
-    for fmt, suffix in PLUGIN_FILES:
-        path = folder / f"{stem}{suffix}"
-        try:
-            notes = export_model(weights, fmt, path, metadata={"name": name}, source=name)
-        except ModelFormatError as exc:
-            skipped.append({"format": fmt, "why": str(exc).split(": ", 1)[-1]})
-            continue
-        files.append({"file": path.name, "format": fmt, "notes": notes})
-    lines = [f"Plugin files of the capture {name!r} (written by ampxfer {__version__}).", ""]
-    for f in files:
-        lines.append(f"{f['file']}  ({f['format']})")
-        lines += [f"  - {n}" for n in f["notes"]]
-    for s in skipped:
-        lines.append(f"no {s['format']} file: {s['why']}")
-    atomic_write_text(folder / "README.txt", "\n".join(lines) + "\n")
-    return files, skipped
-
 
 # --------------------------------------------------------------------------- the capture
 
-class Capture:
+class Capture(RankStage):
     """One capture folder and its stages. Creating it checks the folder and writes nothing.
 
     ``input``/``target``: the DI and the same DI through the device. ``out``: the capture
@@ -360,91 +263,6 @@ class Capture:
     def _subset(self) -> str:
         return "limited" if self.seconds is not None else "full"
 
-    def rank(self) -> List[dict]:
-        """Score every library model as a start for this device; returns the ranking, best first."""
-        from ampxfer_lib.library.index import find_models
-        from ampxfer_lib.transfer.rank import rank_library
-
-        if self._ranking is not None:
-            return self._ranking
-        self.prepare()
-        settings = {"libraries": [str(p) for p in self.libraries], "rank": self.rank_config.to_dict()}
-        settings = json.loads(json.dumps(settings))  # tuples as lists, as read back from the record
-        if self.done("rank") and (self.out / RANKING).exists():
-            old = self.stage("rank")
-            diff = _first_difference(old.get("settings", {}), settings)
-            if diff:
-                raise ConfigError(f"{self.out}: the starting models were ranked already with other settings ({diff}); "
-                                  "rerun with the same --library folders, or choose another --out")
-            self._ranking = json.loads((self.out / RANKING).read_text())["ranking"]
-            self._done_before("rank", self._rank_line(self._ranking))
-            return self._ranking
-        present = [p for p in self.libraries if p.exists() or os.path.realpath(p) not in self.optional_libraries]
-        found = find_models(present, log=lambda m: self.log(f"  {m}"))
-        where = ", ".join(str(p) for p in self.libraries)
-        if not found:
-            self._say("rank", f"no starting models in {where}: the capture trains from scratch")
-            ranking: List[dict] = []
-        else:
-            self._say("rank", f"scoring {len(found)} model(s) from {where}")
-            by_path = {str(m.path): m for m in found}
-            ranking = rank_library([m.path for m in found], self.out / DATA, self.rank_config, progress=False,
-                                   log=lambda m: self.log(f"  {m}"))
-            for e in ranking:
-                e.pop("head", None)  # the least-squares head: 21 numbers nobody reads
-                m = by_path.get(e["model"])
-                if m is not None:
-                    e["name"], e["library"] = m.name, str(m.library)
-                    e["licence"] = m.entry.licence if m.entry else ""
-            for e in ranking[:5]:
-                if e["score"] is not None:
-                    self.log(f"  {e['rank']:>2}. {e['name']:<28} score {e['score']:.4g} ({e['scored_by']})")
-            skipped = [e for e in ranking if e["score"] is None]
-            if skipped:
-                self.log(f"  {len(skipped)} model(s) could not start this capture, e.g. "
-                         f"{skipped[0].get('name', skipped[0]['model'])}: {skipped[0].get('skipped', 'no score')}")
-        ranking = _finite(ranking)
-        atomic_write_json(self.out / RANKING, {"settings": settings, "models": len(found), "ranking": ranking})
-        self._ranking = ranking
-        self._finish("rank", {"settings": settings, "models": len(found),
-                              "ranked": sum(e["score"] is not None for e in ranking)})
-        self._say("rank", self._rank_line(ranking))
-        return ranking
-
-    @staticmethod
-    def _rank_line(ranking: Sequence[dict]) -> str:
-        ranked = [e for e in ranking if e["score"] is not None]
-        if not ranked:
-            return "no usable starting model"
-        best = ranked[0]
-        return f"best start {best.get('name', Path(best['model']).stem)} (score {best['score']:.4g}, {best['scored_by']})"
-
-    def _choose_start(self) -> Optional[dict]:
-        """The starting model as a ranking-like entry plus ``chosen_by``; None: from scratch."""
-        start = self.start
-        if isinstance(start, str) and start.strip().lower() == "scratch":
-            return None
-        if start is None or (isinstance(start, str) and start.strip().lower() == "auto"):
-            ranked = [e for e in self.rank() if e["score"] is not None]
-            return dict(ranked[0], chosen_by="ranking") if ranked else None
-        if isinstance(start, int) or (isinstance(start, str) and start.strip().isdigit()):
-            k = int(start)
-            ranked = [e for e in self.rank() if e["score"] is not None]
-            if not 1 <= k <= len(ranked):
-                raise ConfigError(f"--start {k}: the ranking has {len(ranked)} usable model(s); give 1..{len(ranked)}, "
-                                  "auto, scratch or a model file")
-            return dict(ranked[k - 1], chosen_by=f"you (rank {k})")
-        path = Path(start)
-        if not path.is_file():
-            raise ConfigError(f"--start {start}: no such model file; give auto, scratch, a rank or a model .json")
-        entry = {"model": os.path.abspath(path), "name": path.stem, "knobs": [], "chosen_by": "you"}
-        if self.done("rank"):  # its score, if the ranking saw it
-            for e in self.rank():
-                if os.path.realpath(e["model"]) == os.path.realpath(path) and e["score"] is not None:
-                    entry = dict(e, knobs=e["knobs"], chosen_by="you")
-                    break
-        return entry
-
     def _train_config(self, init_from: Optional[str], **extra):
         from ampxfer_lib.training.config import make_config
 
@@ -456,11 +274,13 @@ class Capture:
         from ampxfer_lib.training.callbacks import Callback, LogLines
 
         log = self.log
+        from ampxfer_lib.data.dataset import load_dataset
+
+        data_warnings = load_dataset(self.out / DATA).manifest.get("warnings", [])
 
         class TrainerWarnings(Callback):
             # The data's own warnings were printed by the prepare stage; only the trainer's are new.
             def on_start(self, run):
-                data_warnings = run.data.manifest.get("warnings", [])
                 for w in run.warnings:
                     if w not in data_warnings:
                         log(f"  warning: {w['file']}: {w['message']}")
