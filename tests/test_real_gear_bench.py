@@ -15,7 +15,7 @@ from ampxfer_lib.model.formats import load_model, save_model
 from ampxfer_lib.model.network import AmpLSTM, new_model
 from ampxfer_lib.model.weights import ModelConfig, ModelWeights
 from ampxfer_lib.training.config import make_config
-from ampxfer_lib.training.loop import evaluate_model
+from ampxfer_lib.training.evaluate import evaluate
 from ampxfer_lib.model.weights import fold_knobs
 
 from conftest import realdata_or_skip
@@ -265,7 +265,7 @@ def test_worker_records_cpu_and_validation_esr_and_resumes_the_clock(tmp_path, s
     # the curve's ESR is plain validation ESR: the kept model scores it again exactly
     model = AmpLSTM.from_weights(load_model(folder / "train" / "model_best.json"))
     from ampxfer_lib.data.dataset import load_dataset
-    assert c[best]["val_esr"] == pytest.approx(evaluate_model(model, load_dataset(small_data), "val"), rel=1e-6)
+    assert c[best]["val_esr"] == pytest.approx(evaluate(model, load_dataset(small_data), "val")["val_esr"], rel=1e-6)
     # extended: the clock continues from the recorded epochs, which stay as they were
     rg.write_task(task_for(folder, small_data, max_epochs=3), "cmd two")
     assert rg.work(folder) == 0
