@@ -1,8 +1,10 @@
-"""Listening tools: BS.1770 loudness, matching, null tests, clips, ABX logic and widget."""
+"""Listening tools: BS.1770 loudness, matching, null tests, clips, ABX logic and widgets."""
 
+import base64
 import csv
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -83,13 +85,20 @@ def test_loudness_gains_lower_everything_to_keep_peaks_under_the_ceiling():
     assert listening.integrated_loudness(matched["spiky"], rate) == pytest.approx(level, abs=1e-3)
 
 
-def test_players_are_matched_and_not_normalised():
+def _embedded_audio(element):
+    """(audio, rate, mime) of the data URI in an <audio> element's HTML."""
+    m = re.search(r'src="data:(audio/[a-z]+);base64,([A-Za-z0-9+/=]+)"', element)
+    y, r = sf.read(io.BytesIO(base64.b64decode(m.group(2))))
+    return y, r, m.group(1)
+
+
+def test_players_are_matched_lossless_flac_and_not_normalised():
     rate = 44100
     players = listening.players({"quiet": sine(500, 1, rate, 0.01), "loud": sine(500, 1, rate, 3.0)}, rate)
     peaks = {}
     for name, player in players.items():
-        y, r = sf.read(io.BytesIO(player.data))
-        assert r == rate
+        y, r, mime = _embedded_audio(player)
+        assert (r, mime, len(y)) == (rate, "audio/flac", rate)
         peaks[name] = np.max(np.abs(y))
     # both at the same level (a browser normalising would also give this, but then 0 dBFS)
     assert peaks["quiet"] == pytest.approx(peaks["loud"], abs=2 / 32768)
@@ -98,7 +107,27 @@ def test_players_are_matched_and_not_normalised():
     assert peaks["loud"] == pytest.approx(expected, abs=2 / 32768)
     assert peaks["loud"] < 0.99
     html = listening.player_table({"a": sine(500, 1, rate, 0.1)}, rate, caption="c & d").data
-    assert "<audio" in html and "c &amp; d" in html
+    assert html.count("<audio") == 1 and "c &amp; d" in html
+    # the table is a group whose players pause each other
+    assert f"<table class='{listening.PLAYER_GROUP_CLASS}'>" in html
+    assert f"onplay=\"var g=this.closest(&#x27;.{listening.PLAYER_GROUP_CLASS}&#x27;)" in html
+
+
+def test_encode_audio_is_lossless_16_bit_and_smaller_than_wav():
+    rate = 44100
+    x = np.round(sine(220, 1, rate, 0.5) * 32767) / 32768  # exactly representable in 16 bits
+    flac = listening.encode_audio(x, rate)
+    wav = listening.encode_audio(x, rate, "wav")
+    for data in (flac, wav):
+        y, r = sf.read(io.BytesIO(data))
+        assert r == rate
+        np.testing.assert_array_equal(y, x)
+    assert flac[:4] == b"fLaC" and wav[:4] == b"RIFF"
+    assert len(flac) < len(wav) / 3
+    y, _ = sf.read(io.BytesIO(listening.encode_audio(np.array([2.0, -2.0]), rate)))
+    np.testing.assert_array_equal(y, [32767 / 32768, -1.0])  # clipped, not wrapped
+    with pytest.raises(ConfigError, match="audio format 'ogg'"):
+        listening.encode_audio(x, rate, "ogg")
 
 
 def test_null_test_and_esr():
@@ -114,7 +143,8 @@ def test_null_test_and_esr():
         listening.null_test(t, t[:-1])
     rows = listening.esr_rows({"c1": t, "c2": 2 * t}, {"m": {"c1": 0.9 * t, "c2": 0.0 * t}})
     assert rows == [{"clip": "c1", "m": pytest.approx(0.01)}, {"clip": "c2", "m": pytest.approx(1.0)}]
-    assert "-20.0 dB" in listening.null_table(t, {"m": 0.9 * t}, rate).data
+    table = listening.null_table(t, {"m": 0.9 * t}, rate).data
+    assert "target - m (-20.0 dB)" in table and table.count("<audio") == 2
 
 
 def test_pick_clips_takes_the_loudest_windows_in_time_order():
@@ -200,18 +230,194 @@ def test_abx_session_refuses_a_foreign_csv(tmp_path):
     assert path.read_text() == "a,b\n1,2\n"
 
 
-def test_abx_widget_hides_identities_and_plays_the_right_sound(tmp_path):
-    pytest.importorskip("ipywidgets")
+def test_abx_session_reveal_has_the_answers(tmp_path):
+    trials = listening.abx_trials(("m1", "m2"), ["c1", "c2"], 2, seed=3)
+    s = listening.AbxSession(trials, tmp_path / "abx.csv", session="s")
+    s.answer(trials[0].x)
+    assert s.reveal() == [{"trial": 1, "clip": "c1", "A": trials[0].a, "B": trials[0].b, "X": trials[0].x_model,
+                           "answer": trials[0].x, "right": True}]
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_abx_test_refuses_answers_too_soon_after_a_trial_loads(tmp_path):
+    clock = FakeClock()
+    path = tmp_path / "abx.csv"
+    test = listening.AbxTest(("scratch", "transfer"), ["c1", "c2"], 3, path, listener="me", seed=5, clock=clock)
+    trials = listening.abx_trials(("scratch", "transfer"), ["c1", "c2"], 3, seed=5)
+    assert test.session.trials == trials and len(test.sessions) == 1
+    assert test.status() == ("Trial 1 of 3 \u2014 c1. Listen to A, B and X; is X the same as A or as B?")
+    # a click at the moment the trial appears is not taken, nor one just under the limit
+    assert not test.accepts_answer() and test.answer("A") is None
+    clock.now += listening.MIN_ANSWER_SECONDS - 0.01
+    assert test.answer("A") is None and not path.exists()
+    clock.now += 0.01
+    assert test.accepts_answer()
+    assert test.answer(trials[0].x) is True
+    # the second click of a double click (0.2 s later) finds trial 2 just loaded: refused
+    clock.now += 0.2
+    assert test.answer(trials[0].x) is None
+    assert test.status().startswith("Trial 2 of 3 \u2014 c2.")
+    assert len(read_rows(path)) == 1
+    clock.now += 5.0
+    assert test.answer("B" if trials[1].x == "A" else "A") is False
+    clock.now += 5.0
+    assert test.answer(trials[2].x) is True
+    assert test.done and not test.accepts_answer()
+    clock.now += 5.0
+    assert test.answer("A") is None
+    score = "2 of 3 right; p = 0.5 (chance of doing this well by guessing): not distinguishable from guessing (p >= 0.05)"
+    assert test.status() == f"Finished: {score}."
+    rows = read_rows(path)
+    assert [(r["trial"], r["correct"], r["listener"]) for r in rows] == [("1", "1", "me"), ("2", "0", "me"), ("3", "1", "me")]
+    # a new session: new trials from seed + 1, same file, a session id of its own
+    first = test.session.session
+    test.new_session()
+    assert test.session.trials == listening.abx_trials(("scratch", "transfer"), ["c1", "c2"], 3, seed=6)
+    assert len(test.sessions) == 2 and test.session.session != first
+    assert test.session.session.endswith("-2") and first.endswith("-1")
+    assert test.answer(test.session.trials[0].x) is None  # just loaded
+    clock.now += 1.0
+    assert test.answer(test.session.trials[0].x) is True
+    rows = read_rows(path)
+    assert len(rows) == 4 and rows[3]["session"] == test.session.session
+    assert listening.score_file(path, session=first).correct == 2
+
+
+def read_rows(path):
+    return list(csv.DictReader(path.open())) if path.exists() else []
+
+
+def test_reveal_table_has_labelled_columns():
+    rows = [{"trial": 1, "clip": "clip 1, 0.0 s", "A": "scratch", "B": "trans<fer", "X": "scratch", "answer": "A",
+             "right": True}]
+    assert listening.reveal_html(rows) == (
+        "<table><thead><tr>" + "".join(f"<th style='text-align:left;padding-right:1em'>{h}</th>" for h in
+                                       ("Trial", "Clip", "A was", "B was", "X was", "You said X is", "Result")) +
+        "</tr></thead><tbody><tr>" + "".join(f"<td style='text-align:left;padding-right:1em'>{v}</td>" for v in
+                                             ("1", "clip 1, 0.0 s", "scratch", "trans&lt;fer", "scratch", "A", "right")) +
+        "</tr></tbody></table>")
+
+
+def abx_widget(tmp_path, n_trials=3, clock=None):
     rate = 8000
     sounds = {("c1", "scratch"): sine(300, 0.2, rate, 0.2), ("c1", "transfer"): sine(600, 0.2, rate, 0.2)}
-    trials = listening.abx_trials(("scratch", "transfer"), ["c1"], 3, seed=1)
-    w = listening.AbxWidget(listening.AbxSession(trials, tmp_path / "abx.csv"), sounds, rate)
+    test = listening.AbxTest(("scratch", "transfer"), ["c1"], n_trials, tmp_path / "abx.csv", seed=1,
+                             clock=clock or FakeClock())
+    return listening.AbxWidget(test, sounds, rate), sounds, rate
+
+
+def test_abx_widget_hides_identities_and_plays_the_right_sound(tmp_path):
+    pytest.importorskip("ipywidgets")
+    clock = FakeClock()
+    w, sounds, rate = abx_widget(tmp_path, clock=clock)
+    matched = listening.match_loudness({m: sounds[("c1", m)] for m in ("scratch", "transfer")}, rate)
+    trials = w.session.trials
     for t in trials:
         assert "scratch" not in w.status.value and "transfer" not in w.status.value
+        assert w.status.value == f"Trial {t.index} of 3 \u2014 c1. Listen to A, B and X; is X the same as A or as B?"
         assert w.players["X"].value == w.players[t.x].value
-        assert w.players["A"].value == w._wav[("c1", t.a)]
-        w.choose(t.x)
-    assert w.buttons["A"].disabled and "3 of 3 right" in w.status.value
+        for k, model in (("A", t.a), ("B", t.b)):
+            y, r, mime = _embedded_audio(w.players[k].value)
+            np.testing.assert_allclose(y, matched[model], atol=1 / 32768)
+        assert not any(b.disabled for b in w.buttons.values())
+        assert w.again.layout.display == "none"
+        assert w.choose(t.x) is None  # the trial just loaded: a stray click is not taken
+        clock.now += 1.0
+        assert w.choose(t.x) is True
+    assert all(b.disabled for b in w.buttons.values())
+    assert w.status.value.startswith("Finished: 3 of 3 right")
+    assert "<th style='text-align:left;padding-right:1em'>X was</th>" in w.result.value
     assert "scratch" in w.result.value and "transfer" in w.result.value
-    with pytest.raises(ConfigError, match="no sound"):
-        listening.AbxWidget(listening.AbxSession(trials, tmp_path / "abx2.csv"), {("c1", "scratch"): sounds[("c1", "scratch")]}, rate)
+    assert all(p.value == "" for p in w.players.values())
+    assert w.again.layout.display is None and w.again.description == "New session (3 new trials)"
+    assert len(read_rows(tmp_path / "abx.csv")) == 3
+    # the new-session button: trials from seed + 1, buttons back, players loaded
+    w.again.click()
+    assert len(w.test.sessions) == 2 and w.session.trials == listening.abx_trials(("scratch", "transfer"), ["c1"], 3, seed=2)
+    assert w.status.value.startswith("Trial 1 of 3 ") and w.result.value == ""
+    assert not any(b.disabled for b in w.buttons.values()) and w.again.layout.display == "none"
+    assert w.players["A"].value.startswith("<audio controls")
+    w.again.click()  # not finished: does nothing
+    assert len(w.test.sessions) == 2
+
+
+def test_abx_widget_buttons_record_one_trial_per_accepted_click(tmp_path):
+    pytest.importorskip("ipywidgets")
+    clock = FakeClock()
+    w, _, _ = abx_widget(tmp_path, n_trials=2, clock=clock)
+    clock.now += 1.0
+    w.buttons["A"].click()
+    w.buttons["A"].click()  # a double click: the second lands on trial 2, just loaded
+    assert len(w.session.results) == 1 and len(read_rows(tmp_path / "abx.csv")) == 1
+    assert w.status.value.startswith("Trial 2 of 2 ")
+    assert w.result.value == f"Trial 1: {'right' if w.session.trials[0].x == 'A' else 'wrong'}."
+
+
+def test_abx_widget_shows_a_hint_without_a_kernel(tmp_path):
+    pytest.importorskip("ipywidgets")
+    w, _, _ = abx_widget(tmp_path)
+    bundle = w._repr_mimebundle_()
+    assert bundle == {"text/plain": listening.AbxWidget.HINT,
+                      "application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                                   "model_id": w.box.model_id}}
+    assert "\n" not in w.HINT and "run this cell" in w.HINT
+    assert "ampxfer-abx" in w.box._dom_classes and listening.PLAYER_GROUP_CLASS in w.box._dom_classes
+
+
+def test_abx_widget_needs_every_sound(tmp_path):
+    pytest.importorskip("ipywidgets")
+    rate = 8000
+    test = listening.AbxTest(("scratch", "transfer"), ["c1"], 3, tmp_path / "abx.csv")
+    with pytest.raises(ConfigError, match="no sound for model 'transfer' on clip 'c1'"):
+        listening.AbxWidget(test, {("c1", "scratch"): sine(300, 0.2, rate)}, rate)
+
+
+def test_knob_note_names_the_setting():
+    assert listening.knob_note(0.5, "gain", [0.0, 1.0], 0.5) == "gain 0.5: held out of training (the model never heard this setting)"
+    assert listening.knob_note(1.0, "gain", [0.0, 1.0], 0.5) == "gain 1: a trained setting"
+    assert listening.knob_note(0.25, "gain", [0.0, 1.0], 0.5) == "gain 0.25: between trained settings"
+    assert listening.knob_note(0.25, "drive") == "drive 0.25"
+
+
+def test_knob_player_renders_each_setting_once_and_keeps_the_position(tmp_path):
+    pytest.importorskip("ipywidgets")
+    rate = 8000
+    calls = []
+
+    def sound(k):
+        return sine(200, 0.5, rate, 0.1 + 0.5 * k)
+
+    def render_at(k):
+        calls.append(k)
+        return sound(k)
+
+    p = listening.KnobPlayer(render_at, rate, knob="gain", value=0.5, held_out=0.5, trained=[0.0, 1.0])
+    assert calls == [0.5]
+    assert p.slider.description == "gain" and p.slider.value == 0.5
+    assert p.note.value == "gain 0.5: held out of training (the model never heard this setting)"
+    assert p.legend.value == "<small>trained at gain = 0, 1; held out of training: 0.5</small>"
+    y, r, mime = _embedded_audio(p.player.value)
+    assert (r, mime) == (rate, "audio/flac")
+    np.testing.assert_allclose(y, sound(0.5), atol=1 / 32768)
+    first = p.player.value
+    assert ' loop data-knob="0.5"' in first
+    # the position memory is keyed per player and survives the element being replaced
+    assert f"(window.ampxferKnob=window.ampxferKnob||{{}})[&#x27;{p.key}&#x27;]" in first
+    assert "onloadedmetadata=" in first and "this.currentTime=s.t" in first
+    p.slider.value = 1.0
+    assert calls == [0.5, 1.0]
+    assert p.note.value == "gain 1: a trained setting" and p.player.value != first
+    np.testing.assert_allclose(_embedded_audio(p.player.value)[0], sound(1.0), atol=1 / 32768)
+    p.slider.value = 0.5
+    assert p.player.value == first and calls == [0.5, 1.0]  # from the cache, not rendered again
+    p.looping.value = False
+    assert " loop " not in p.player.value and 'data-knob="0.5"' in p.player.value
+    assert p._repr_mimebundle_()["text/plain"] == listening.KnobPlayer.HINT
+    assert "ampxfer-knob" in p.box._dom_classes
