@@ -335,7 +335,7 @@ def test_abx_widget_hides_identities_and_plays_the_right_sound(tmp_path):
     assert w.status.value.startswith("Finished: 3 of 3 right")
     assert "<th style='text-align:left;padding-right:1em'>X was</th>" in w.result.value
     assert "scratch" in w.result.value and "transfer" in w.result.value
-    assert all(p.value == "" for p in w.players.values())
+    assert all(p.value == "" for p in w.players.values()) and w.player_row.layout.display == "none"
     assert w.again.layout.display is None and w.again.description == "New session (3 new trials)"
     assert len(read_rows(tmp_path / "abx.csv")) == 3
     # the new-session button: trials from seed + 1, buttons back, players loaded
@@ -343,6 +343,7 @@ def test_abx_widget_hides_identities_and_plays_the_right_sound(tmp_path):
     assert len(w.test.sessions) == 2 and w.session.trials == listening.abx_trials(("scratch", "transfer"), ["c1"], 3, seed=2)
     assert w.status.value.startswith("Trial 1 of 3 ") and w.result.value == ""
     assert not any(b.disabled for b in w.buttons.values()) and w.again.layout.display == "none"
+    assert w.player_row.layout.display is None
     assert w.players["A"].value.startswith("<audio controls")
     w.again.click()  # not finished: does nothing
     assert len(w.test.sessions) == 2

@@ -25,6 +25,7 @@ import datetime as _dt
 import html
 import io
 import math
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -443,6 +444,8 @@ class AbxTest:
 
     Session ``k`` (from 0) draws its trials with ``abx_trials(models, clips, n_trials, seed + k)``,
     so every new session is a new order. ``clock`` (seconds, monotonic) is injectable for tests.
+    Thread-safe: a kernel may handle the two clicks of a double click at the same time (comm
+    messages on subshells), and both must not pass the check before either is recorded.
     """
 
     def __init__(self, models: Sequence[str], clips: Sequence[str], n_trials: int, csv_path: PathLike,
@@ -456,6 +459,7 @@ class AbxTest:
         self.clock = clock
         self.sessions: List[AbxSession] = []
         self.loaded_at = -math.inf
+        self.lock = threading.RLock()
         self.new_session()
 
     @property
@@ -469,13 +473,14 @@ class AbxTest:
 
     def new_session(self) -> AbxSession:
         """Start the next session (its first trial counts as loaded now)."""
-        k = len(self.sessions)
-        trials = abx_trials(self.models, self.clips, self.n_trials, seed=self.seed + k)
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        # the stamp alone repeats when a session is started within the second another ended
-        self.sessions.append(AbxSession(trials, self.csv_path, self.listener, session=f"{stamp}-{k + 1}"))
-        self.loaded_at = self.clock()
-        return self.session
+        with self.lock:
+            k = len(self.sessions)
+            trials = abx_trials(self.models, self.clips, self.n_trials, seed=self.seed + k)
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            # the stamp alone repeats when a session is started within the second another ended
+            self.sessions.append(AbxSession(trials, self.csv_path, self.listener, session=f"{stamp}-{k + 1}"))
+            self.loaded_at = self.clock()
+            return self.session
 
     def accepts_answer(self) -> bool:
         """Whether an answer now would be taken (a trial is loaded, not just now)."""
@@ -484,11 +489,12 @@ class AbxTest:
     def answer(self, choice: str) -> Optional[bool]:
         """Record an answer; returns whether it was right, or None when it is not taken
         (the session is finished, or the trial was loaded under :data:`MIN_ANSWER_SECONDS` ago)."""
-        if not self.accepts_answer():
-            return None
-        right = self.session.answer(choice)
-        self.loaded_at = self.clock()
-        return right
+        with self.lock:
+            if not self.accepts_answer():
+                return None
+            right = self.session.answer(choice)
+            self.loaded_at = self.clock()
+            return right
 
     def status(self) -> str:
         """One plain line: the trial and clip, or the session's score when it is over."""
@@ -546,11 +552,12 @@ class AbxWidget:
         for k, button in self.buttons.items():
             button.on_click(lambda _b, k=k: self.choose(k))
         self.again = widgets.Button(description="New session", button_style="success",
-                                    layout=widgets.Layout(display="none"))
+                                    layout=widgets.Layout(display="none", width="auto"))
         self.again.on_click(lambda _b: self.new_session())
         self.result = widgets.HTML()
         boxes = [widgets.VBox([widgets.HTML(f"<b>{k}</b>"), self.players[k]]) for k in ("A", "B", "X")]
-        self.box = widgets.VBox([self.status, widgets.HBox(boxes),
+        self.player_row = widgets.HBox(boxes)
+        self.box = widgets.VBox([self.status, self.player_row,
                                  widgets.HBox([*self.buttons.values(), self.again]), self.result])
         self.box.add_class(PLAYER_GROUP_CLASS)
         self.box.add_class("ampxfer-abx")
@@ -564,6 +571,7 @@ class AbxWidget:
         trial = self.session.current
         self.status.value = html.escape(self.test.status())
         if trial is None:
+            self.player_row.layout.display = "none"
             for k in self.players:
                 self.players[k].value = ""
             for b in self.buttons.values():
@@ -574,6 +582,7 @@ class AbxWidget:
             self.again.layout.display = None
             return
         self.again.layout.display = "none"
+        self.player_row.layout.display = None
         self.players["A"].value = self._audio[(trial.clip, trial.a)]
         self.players["B"].value = self._audio[(trial.clip, trial.b)]
         self.players["X"].value = self._audio[(trial.clip, trial.x_model)]
@@ -582,24 +591,27 @@ class AbxWidget:
 
     def choose(self, choice: str) -> Optional[bool]:
         """What an answer button does (also callable directly); None when the click is not taken."""
-        if not self.test.accepts_answer():
-            return None
-        # The browser shows the buttons disabled as soon as this reaches it; a click already on
-        # its way is refused by the test's MIN_ANSWER_SECONDS.
-        for b in self.buttons.values():
-            b.disabled = True
-        right = self.test.answer(choice)
-        self.result.value = "" if self.session.done else f"Trial {len(self.session.results)}: {'right' if right else 'wrong'}."
-        self._show()
-        return right
+        with self.test.lock:
+            if not self.test.accepts_answer():
+                return None
+            # The browser shows the buttons disabled as soon as this reaches it; a click already
+            # on its way is refused by the test's MIN_ANSWER_SECONDS.
+            for b in self.buttons.values():
+                b.disabled = True
+            right = self.test.answer(choice)
+            self.result.value = "" if self.session.done else \
+                f"Trial {len(self.session.results)}: {'right' if right else 'wrong'}."
+            self._show()
+            return right
 
     def new_session(self) -> None:
         """What the "new session" button does: new trials, same answers file."""
-        if not self.test.done:
-            return
-        self.test.new_session()
-        self.result.value = ""
-        self._show()
+        with self.test.lock:
+            if not self.test.done:
+                return
+            self.test.new_session()
+            self.result.value = ""
+            self._show()
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         return widget_bundle(self.box, self.HINT)
@@ -649,6 +661,8 @@ class KnobPlayer:
         # keys the position memory of this player's <audio> elements in the page
         self.key = uuid.uuid4().hex[:12]
         self._audio: Dict[float, str] = {}
+        # knob moves may be handled concurrently; one at a time, so the last one shown is the last value
+        self._lock = threading.Lock()
         self.slider = widgets.FloatSlider(value=value, min=knob_range[0], max=knob_range[1], step=step, description=knob,
                                           continuous_update=False, style={"description_width": "initial"},
                                           layout=widgets.Layout(width="420px"))
@@ -690,9 +704,10 @@ class KnobPlayer:
                 f'src="data:{AUDIO_MIME[self.fmt]};base64,{data}"{more}></audio>')
 
     def _update(self) -> None:
-        value = float(self.slider.value)
-        self.note.value = html.escape(knob_note(value, self.knob, self.trained, self.held_out))
-        self.player.value = self.audio_at(value)
+        with self._lock:
+            value = float(self.slider.value)
+            self.note.value = html.escape(knob_note(value, self.knob, self.trained, self.held_out))
+            self.player.value = self.audio_at(value)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         return widget_bundle(self.box, self.HINT)
