@@ -516,9 +516,23 @@ class Lab:
           return Array.from(out.querySelectorAll('audio')).map(a => ({index: all.indexOf(a), src: a.currentSrc || a.src}));
         }""")
 
+    def _move(self, page, slider, value: str) -> Optional[int]:
+        """Type ``value`` into the slider's readout (Enter); the index of the audio beside it
+        once that audio has changed, or None when it did not within 20 s."""
+        before = [a["src"] for a in self._output_audio(slider)]
+        readout = slider.locator(".widget-readout").first
+        readout.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type(value)
+        page.keyboard.press("Enter")
+        if not _wait_for(lambda: [a["src"] for a in self._output_audio(slider)] != before, 20):
+            return None
+        return self._output_audio(slider)[0]["index"]
+
     def check_sliders(self, page, report: Report, stem: str) -> None:
         """Each slider: type a new value into its readout; the audio of its output changes and
-        plays; a knob player (``ampxfer-knob``) playing before the move plays on after it."""
+        plays. A knob player (``ampxfer-knob``) playing when the knob moves plays on; one
+        paused at some position is, after the next move, at that position."""
         sliders = page.locator(".jp-Notebook .widget-slider")
         for s in range(sliders.count()):
             slider = sliders.nth(s)
@@ -534,22 +548,29 @@ class Lab:
             playing = self.check_player(page, index, report, where + " (before the move)")
             if playing:
                 time.sleep(0.3)
-            readout = slider.locator(".widget-readout").first
-            old = (readout.inner_text() or "").strip()
+            old = (slider.locator(".widget-readout").first.inner_text() or "").strip()
             new = "0.2" if old not in ("0.2", "0.20") else "0.8"
-            readout.click()
-            page.keyboard.press("Control+A")
-            page.keyboard.type(new)
-            page.keyboard.press("Enter")
-            changed = _wait_for(lambda: [a["src"] for a in self._output_audio(slider)] != [a["src"] for a in before], 20)
-            if not changed:
+            index = self._move(page, slider, new)
+            if index is None:
                 report.fail("slider", where, f"moving the slider from {old} to {new} did not change the audio")
                 continue
-            index = self._output_audio(slider)[0]["index"]
             if knob and playing:
                 state = self._wait_audio(page, index, lambda st: not st["paused"] and st["time"] > 0, 5)
                 if state is None or state["paused"]:
                     report.fail("knob-resume", where, "the knob player stopped when the knob moved")
+                else:
+                    # paused part-way, then moved: the new rendering is cued at the same place
+                    _wait_for(lambda: self._audio_state(page, index)["time"] > 0.2, 3, 0.05)
+                    page.evaluate("(i) => document.querySelectorAll('.jp-Notebook audio')[i].pause()", index)
+                    at = self._audio_state(page, index)["time"]
+                    index = self._move(page, slider, "0.9" if new == "0.2" else "0.1")
+                    state = index is not None and self._wait_audio(page, index, lambda st: st["ready"] >= 1 and
+                                                                   abs(st["time"] - at) < 0.05, 5)
+                    if not state or abs(state["time"] - at) >= 0.05 or not state["paused"]:
+                        report.fail("knob-resume", where, f"paused at {at:.2f} s, the knob moved: the new rendering "
+                                    f"is at {state and round(state['time'], 2)} s (paused {state and state['paused']})")
+                    if index is None:
+                        continue
             self._shot(page, slider.locator("xpath=ancestor::*[contains(@class,'jp-OutputArea-output')][1]"),
                        f"{stem}_slider{s + 1}", report)
             self._pause_all(page)

@@ -95,7 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             for name in args.only:
                 notebook = PARTS[name]
-                abx_csv = lab / DEFAULT_OUT_DIR / "study" / "abx_answers.csv" if name == "04" else \
+                abx_csv = lab / DEFAULT_OUT_DIR / "listening" / "abx_answers.csv" if name == "04" else \
                     lab / broken.ABX_CSV if name in ("control", "broken") else None
                 report = browser.check_notebook(notebook, abx_csv=abx_csv)
                 print(report.summary(), flush=True)
