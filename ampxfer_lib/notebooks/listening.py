@@ -163,12 +163,12 @@ def encode_audio(x: np.ndarray, rate: int, fmt: str = AUDIO_FORMAT) -> bytes:
     return buf.getvalue()
 
 
-def audio_html(x: np.ndarray, rate: int, fmt: str = AUDIO_FORMAT, attrs: Mapping[str, str] = ()) -> str:
+def audio_html(x: np.ndarray, rate: int, fmt: str = AUDIO_FORMAT, attrs: Optional[Mapping[str, str]] = None) -> str:
     """An ``<audio controls>`` element playing (T,) audio embedded as a data URI, as is (no
     normalising). It pauses the other players of its group (:data:`PLAYER_GROUP_CLASS`) when it
     starts; ``attrs`` are further attributes (event handlers, ``loop``), escaped here."""
     data = base64.b64encode(encode_audio(x, rate, fmt)).decode("ascii")
-    extra = {"onplay": _PAUSE_OTHERS, **dict(attrs)}
+    extra = {"onplay": _PAUSE_OTHERS, **dict(attrs or {})}
     more = "".join(f' {k}="{html.escape(v, quote=True)}"' if v else f" {k}" for k, v in extra.items())
     return f'<audio controls preload="metadata" src="data:{AUDIO_MIME[fmt]};base64,{data}"{more}></audio>'
 

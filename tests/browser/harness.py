@@ -177,9 +177,9 @@ def jupyterlab(root: Path, work: Path, env: Optional[Dict[str, str]] = None,
 
 # --------------------------------------------------------------------------- the page
 
-# Page-side helpers, injected once per page. Elements are addressed by an index into
-# document.querySelectorAll(selector) inside the notebook, so Python holds no handles that
-# a re-render would invalidate.
+# Which cell an element is in, counted from 1 as a person counts them. (Elements are
+# addressed by their index among the notebook's <audio> elements, looked up afresh each time,
+# so Python holds no handle that a re-render would invalidate.)
 _JS_CELL_OF = """(el) => {
   const cell = el.closest('.jp-Cell');
   if (!cell) return '?';
@@ -189,15 +189,17 @@ _JS_CELL_OF = """(el) => {
 
 
 class Lab:
-    """One Chromium page on a JupyterLab server; checks notebooks one after another."""
+    """Headless Chromium on a JupyterLab server; checks notebooks one after another, each in
+    a page of its own."""
 
     def __init__(self, playwright, url: str, root: Path, shots: Path, chromium: Optional[str] = None):
         self.url, self.root, self.shots = url, root, shots
         self.shots.mkdir(parents=True, exist_ok=True)
         self.browser = playwright.chromium.launch(
             executable_path=chromium or find_chromium(), headless=True,
-            # audio must play without a sound card; no user gesture needed for play() after a knob move
-            args=["--autoplay-policy=no-user-gesture-required", "--mute-audio"])
+            # Silent, but otherwise the browser's own rules: a player that only plays after a
+            # real click, as a person's browser would, is what is checked.
+            args=["--mute-audio"])
         self.context = self.browser.new_context(viewport={"width": 1400, "height": 1000})
         self.js_errors: List[str] = []
 
@@ -310,7 +312,7 @@ class Lab:
             if self.run_all(page, notebook, report, timeout):
                 self.check_cell_errors(page, notebook, report)
                 self.check_players(page, report)
-                self.check_exclusive_groups(page, report)
+                self.check_exclusive_groups(page, report, stem)
                 self.check_abx(page, report, stem, abx_csv)
                 self.check_sliders(page, report, stem)
             self._shot(page, page.locator(".jp-NotebookPanel").first, f"{stem}_page", report, full=True)
@@ -414,7 +416,7 @@ class Lab:
             self._pause_all(page)
         report.count("players", n)
 
-    def check_exclusive_groups(self, page, report: Report) -> None:
+    def check_exclusive_groups(self, page, report: Report, stem: str) -> None:
         """In each ``ampxfer-players`` group of two or more players, starting the second
         pauses the first."""
         groups = page.evaluate("""() => {
@@ -422,22 +424,27 @@ class Lab:
           return Array.from(document.querySelectorAll('.jp-Notebook .ampxfer-players'))
             .map(g => Array.from(g.querySelectorAll('audio')).map(a => all.indexOf(a)));
         }""")
-        for members in groups:
+        for k, members in enumerate(groups):
             if len(members) < 2:
                 continue
             first, second = members[0], members[1]
-            where = page.locator(".jp-Notebook audio").nth(first).evaluate(_JS_CELL_OF) + f", players {first + 1} and {second + 1}"
+            where = page.locator(".jp-Notebook audio").nth(first).evaluate(_JS_CELL_OF) + \
+                f", players {first + 1} and {second + 1}"
             self._pause_all(page)
+            # looping, the first cannot stop by reaching its end: paused means paused by the other
+            page.evaluate("(i) => { document.querySelectorAll('.jp-Notebook audio')[i].loop = true; }", first)
             self._click_play(page, first)
-            s1 = self._wait_audio(page, first, lambda s: not s["paused"] and s["time"] > 0, 5)
+            self._wait_audio(page, first, lambda st: not st["paused"] and st["time"] > 0, 5)
             self._click_play(page, second)
-            self._wait_audio(page, second, lambda s: not s["paused"], 5)
-            s1 = self._wait_audio(page, first, lambda s: s["paused"], 1)
-            # (a player that reached its end is paused too, by itself)
-            if s1 is None or not s1["paused"] or s1["ended"]:
+            self._wait_audio(page, second, lambda st: not st["paused"], 5)
+            state = self._wait_audio(page, first, lambda st: st["paused"], 1)
+            if state is None or not state["paused"]:
                 report.fail("player-exclusive", where, "starting a player left another of its group playing")
-            report.count("player groups")
+            page.evaluate("(i) => { document.querySelectorAll('.jp-Notebook audio')[i].loop = false; }", first)
             self._pause_all(page)
+            if not page.locator(".jp-Notebook .ampxfer-players").nth(k).evaluate("g => g.matches('.ampxfer-abx')"):
+                self._shot(page, page.locator(".jp-Notebook .ampxfer-players").nth(k), f"{stem}_players{k + 1}", report)
+            report.count("player groups")
 
     # ----------------------------------------------------------------- ABX
 
