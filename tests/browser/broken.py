@@ -19,7 +19,7 @@ import re
 import ipywidgets as widgets
 import numpy as np
 from IPython.display import HTML, display
-from ampxfer_lib.notebooks import listening
+from ampxfer_lib.notebooks import abx, listening
 
 rate = 8000
 t = np.arange(3 * rate) / rate
@@ -40,11 +40,11 @@ CELLS = [
      "plain = re.sub(r' onplay=\"[^\"]*\"', '', good)\n"
      "HTML(f\"<table class='{listening.PLAYER_GROUP_CLASS}'><tr><td>{plain}</td><td>{plain}</td></tr></table>\")"),
     # cell 6: an ABX widget whose answer buttons do nothing
-    ("code", f"abx = listening.AbxTest(('m1', 'm2'), ['c'], 2, {ABX_CSV!r})\n"
-             "w = listening.AbxWidget(abx, {('c', m): v for m, v in tone.items()}, rate)\n"
+    ("code", f"test = abx.AbxTest(('m1', 'm2'), ['c'], 2, {ABX_CSV!r})\n"
+             "w = abx.AbxWidget(test, {('c', m): v for m, v in tone.items()}, rate)\n"
              "w",
-     f"abx = listening.AbxTest(('m1', 'm2'), ['c'], 2, {ABX_CSV!r})\n"
-     "w = listening.AbxWidget(abx, {('c', m): v for m, v in tone.items()}, rate)\n"
+     f"test = abx.AbxTest(('m1', 'm2'), ['c'], 2, {ABX_CSV!r})\n"
+     "w = abx.AbxWidget(test, {('c', m): v for m, v in tone.items()}, rate)\n"
      "for b in w.buttons.values():\n"
      "    b._click_handlers.callbacks.clear()\n"
      "w"),
