@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 NOTEBOOKS := $(VPY) -m ampxfer_lib.notebooks
 
-.PHONY: venv test demo smoke reproduce bench bench-quick clean-demo dist colab-check
+.PHONY: venv test browser-test demo smoke reproduce bench bench-quick clean-demo dist colab-check
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,19 @@ venv: $(VENV)/.installed
 
 test: venv
 	$(VPY) -m pytest -q tests
+
+$(VENV)/.browser-installed: $(VENV)/.installed requirements-browser.txt
+	$(VPY) -m pip install -q -r requirements-browser.txt
+	touch $@
+
+# Notebooks 04 and 05 opened in JupyterLab in headless Chromium and used as a person would
+# (Run All, play every player, the whole blind ABX test, the knob slider), plus a broken
+# notebook the checks must fail on; screenshots in out/browser/ (about 5 min). Needs Debian's
+# chromium (`apt-get install -y chromium`, as .ci/run does) or AMPXFER_CHROMIUM=/path/to/chrome.
+browser-test: $(VENV)/.browser-installed
+	@command -v chromium >/dev/null || test -n "$$AMPXFER_CHROMIUM" || \
+		{ echo "browser-test: no chromium; install it with apt-get install -y chromium (or set AMPXFER_CHROMIUM)"; exit 1; }
+	$(VPY) -m tests.browser.run --out out/browser
 
 # The whole notebook suite on the shipped sample data at the demo budget (about 30-45 min on
 # 2 CPU cores): executed notebooks, figures, results table and audio in out/demo/. A rerun

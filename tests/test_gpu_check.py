@@ -16,6 +16,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import gpu_check  # noqa: E402
 
 from ampxfer_lib.data.dataset import load_dataset, segment  # noqa: E402
+from ampxfer_lib.training.config import DEFAULT_PRESET  # noqa: E402
 from ampxfer_lib.training.tbptt import tbptt_windows  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -61,7 +62,7 @@ def test_format_and_exact_agreement_on_the_cpu(result):
     assert eq["tolerances"] == {"gradient": 1e-3, "epoch0_val": 1e-4, "last_val": 0.1}
 
     segments, _ = _segments(data_dir, 0.5)
-    assert [row["preset"] for row in r["epoch_time"]] == ["fast", "agam"]
+    assert [row["preset"] for row in r["epoch_time"]] == [DEFAULT_PRESET, "agam"]
     for row in r["epoch_time"]:
         assert sorted(row) == ["audio_per_s", "batches", "first_train_s", "preset", "segments", "train_s", "val_s"]
         assert row["segments"] == segments and row["batches"] == math.ceil(segments / 50)
@@ -95,7 +96,7 @@ def test_report_lists_every_figure(result):
         "## Batch and segment size (default preset)", "## Rendering"]
     assert "Verdict: **agree**" in text
     assert "| 0 | - | - | " in text  # epoch 0: no training loss
-    assert text.count("\n| fast |") == 1 and text.count("\n| agam |") == 1
+    assert text.count(f"\n| {DEFAULT_PRESET} |") == 1 and text.count("\n| agam |") == 1
     assert text.count("\n| 4 | 0.5 | 0.01 |") == 1 and text.count("\n| 8 | 0.25 | 0.02 |") == 1
 
 

@@ -1,8 +1,9 @@
-"""Listening tools: BS.1770 loudness, matching, null tests, clips, ABX logic and widget."""
+"""Listening tools: BS.1770 loudness, matching, null tests, clips, ABX logic and widgets."""
 
-import csv
+import base64
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -84,13 +85,20 @@ def test_loudness_gains_lower_everything_to_keep_peaks_under_the_ceiling():
     assert listening.integrated_loudness(matched["spiky"], rate) == pytest.approx(level, abs=1e-3)
 
 
-def test_players_are_matched_and_not_normalised():
+def embedded_audio(element):
+    """(audio, rate, mime) of the data URI in an <audio> element's HTML."""
+    m = re.search(r'src="data:(audio/[a-z]+);base64,([A-Za-z0-9+/=]+)"', element)
+    y, r = sf.read(io.BytesIO(base64.b64decode(m.group(2))))
+    return y, r, m.group(1)
+
+
+def test_players_are_matched_lossless_flac_and_not_normalised():
     rate = 44100
     players = listening.players({"quiet": sine(500, 1, rate, 0.01), "loud": sine(500, 1, rate, 3.0)}, rate)
     peaks = {}
     for name, player in players.items():
-        y, r = sf.read(io.BytesIO(player.data))
-        assert r == rate
+        y, r, mime = embedded_audio(player)
+        assert (r, mime, len(y)) == (rate, "audio/flac", rate)
         peaks[name] = np.max(np.abs(y))
     # both at the same level (a browser normalising would also give this, but then 0 dBFS)
     assert peaks["quiet"] == pytest.approx(peaks["loud"], abs=2 / 32768)
@@ -99,7 +107,27 @@ def test_players_are_matched_and_not_normalised():
     assert peaks["loud"] == pytest.approx(expected, abs=2 / 32768)
     assert peaks["loud"] < 0.99
     html = listening.player_table({"a": sine(500, 1, rate, 0.1)}, rate, caption="c & d").data
-    assert "<audio" in html and "c &amp; d" in html
+    assert html.count("<audio") == 1 and "c &amp; d" in html
+    # the table is a group whose players pause each other
+    assert f"<table class='{listening.PLAYER_GROUP_CLASS}'>" in html
+    assert f"onplay=\"var g=this.closest(&#x27;.{listening.PLAYER_GROUP_CLASS}&#x27;)" in html
+
+
+def test_encode_audio_is_lossless_16_bit_and_smaller_than_wav():
+    rate = 44100
+    x = np.round(sine(220, 1, rate, 0.5) * 32767) / 32768  # exactly representable in 16 bits
+    flac = listening.encode_audio(x, rate)
+    wav = listening.encode_audio(x, rate, "wav")
+    for data in (flac, wav):
+        y, r = sf.read(io.BytesIO(data))
+        assert r == rate
+        np.testing.assert_array_equal(y, x)
+    assert flac[:4] == b"fLaC" and wav[:4] == b"RIFF"
+    assert len(flac) < len(wav) / 3
+    y, _ = sf.read(io.BytesIO(listening.encode_audio(np.array([2.0, -2.0]), rate)))
+    np.testing.assert_array_equal(y, [32767 / 32768, -1.0])  # clipped, not wrapped
+    with pytest.raises(ConfigError, match="audio format 'ogg'"):
+        listening.encode_audio(x, rate, "ogg")
 
 
 def test_null_test_and_esr():
@@ -115,7 +143,8 @@ def test_null_test_and_esr():
         listening.null_test(t, t[:-1])
     rows = listening.esr_rows({"c1": t, "c2": 2 * t}, {"m": {"c1": 0.9 * t, "c2": 0.0 * t}})
     assert rows == [{"clip": "c1", "m": pytest.approx(0.01)}, {"clip": "c2", "m": pytest.approx(1.0)}]
-    assert "-20.0 dB" in listening.null_table(t, {"m": 0.9 * t}, rate).data
+    table = listening.null_table(t, {"m": 0.9 * t}, rate).data
+    assert "target - m (-20.0 dB)" in table and table.count("<audio") == 2
 
 
 def test_pick_clips_takes_the_loudest_windows_in_time_order():
@@ -137,82 +166,45 @@ def test_render_clip_matches_rendering_the_whole_file():
     assert listening.render_clip(w, x, 3000, 5000, warmup=100).shape == (2000,)
 
 
-def test_abx_trials_are_seeded_and_balanced_over_identities():
-    t1 = listening.abx_trials(("scratch", "transfer"), ["c1", "c2", "c3"], 40, seed=7)
-    assert t1 == listening.abx_trials(("scratch", "transfer"), ["c1", "c2", "c3"], 40, seed=7)
-    assert t1 != listening.abx_trials(("scratch", "transfer"), ["c1", "c2", "c3"], 40, seed=8)
-    assert [t.index for t in t1] == list(range(1, 41))
-    assert [t.clip for t in t1[:4]] == ["c1", "c2", "c3", "c1"]
-    for t in t1:
-        assert {t.a, t.b} == {"scratch", "transfer"}
-        assert t.x in ("A", "B")
-        assert t.x_model == (t.a if t.x == "A" else t.b)
-    # both orders and both answers occur (40 fair coin flips each)
-    assert {t.a for t in t1} == {"scratch", "transfer"} and {t.x for t in t1} == {"A", "B"}
-    with pytest.raises(ConfigError):
-        listening.abx_trials(("a", "a"), ["c"], 3)
-    with pytest.raises(ConfigError):
-        listening.abx_trials(("a", "b"), [], 3)
+def test_knob_note_names_the_setting():
+    assert listening.knob_note(0.5, "gain", [0.0, 1.0], 0.5) == "gain 0.5: held out of training (the model never heard this setting)"
+    assert listening.knob_note(1.0, "gain", [0.0, 1.0], 0.5) == "gain 1: a trained setting"
+    assert listening.knob_note(0.25, "gain", [0.0, 1.0], 0.5) == "gain 0.25: between trained settings"
+    assert listening.knob_note(0.25, "drive") == "drive 0.25"
 
 
-def test_binomial_p_value_closed_forms():
-    assert listening.binomial_p_value(5, 5) == 1 / 32
-    assert listening.binomial_p_value(0, 7) == 1.0
-    assert listening.binomial_p_value(8, 10) == (45 + 10 + 1) / 1024
-    assert listening.binomial_p_value(9, 12) == (220 + 66 + 12 + 1) / 4096
-    with pytest.raises(ValueError):
-        listening.binomial_p_value(4, 3)
-    s = listening.abx_score([True] * 9 + [False] * 3)
-    assert (s.correct, s.answered) == (9, 12) and s.p_value == pytest.approx(299 / 4096)
-    assert "not distinguishable" in s.summary()
-    assert "you hear a difference" in listening.abx_score([True] * 10).summary()
-    assert listening.abx_score([]).summary() == "no answers yet"
-
-
-def test_abx_session_records_answers_to_csv(tmp_path):
-    trials = listening.abx_trials(("scratch", "transfer"), ["c1"], 4, seed=0)
-    path = tmp_path / "runs" / "abx.csv"
-    s = listening.AbxSession(trials, path, listener="me", session="s1")
-    answers = [t.x for t in trials[:3]] + ["B" if trials[3].x == "A" else "A"]
-    assert [s.answer(a) for a in answers] == [True, True, True, False]
-    assert s.done and s.current is None
-    with pytest.raises(ConfigError, match="finished"):
-        s.answer("A")
-    rows = list(csv.DictReader(path.open()))
-    assert [r["correct"] for r in rows] == ["1", "1", "1", "0"]
-    assert rows[0]["listener"] == "me" and rows[0]["session"] == "s1"
-    assert [r["x"] for r in rows] == [t.x for t in trials]
-    assert s.score().correct == 3 and s.score().p_value == pytest.approx(5 / 16)
-    assert [r["X"] for r in s.reveal()] == [t.x_model for t in trials]
-    # a second session appends; the file scores both, or one
-    s2 = listening.AbxSession(trials[:1], path, session="s2")
-    s2.answer(trials[0].x)
-    assert listening.score_file(path).answered == 5
-    assert listening.score_file(path, session="s2").correct == 1
-    with pytest.raises(ConfigError):
-        s2.answer("C")
-
-
-def test_abx_session_refuses_a_foreign_csv(tmp_path):
-    path = tmp_path / "other.csv"
-    path.write_text("a,b\n1,2\n")
-    with pytest.raises(ConfigError, match="not an ampxfer ABX answers file"):
-        listening.AbxSession(listening.abx_trials(("a", "b"), ["c"], 1), path)
-    assert path.read_text() == "a,b\n1,2\n"
-
-
-def test_abx_widget_hides_identities_and_plays_the_right_sound(tmp_path):
+def test_knob_player_renders_each_setting_once_and_keeps_the_position(tmp_path):
     pytest.importorskip("ipywidgets")
     rate = 8000
-    sounds = {("c1", "scratch"): sine(300, 0.2, rate, 0.2), ("c1", "transfer"): sine(600, 0.2, rate, 0.2)}
-    trials = listening.abx_trials(("scratch", "transfer"), ["c1"], 3, seed=1)
-    w = listening.AbxWidget(listening.AbxSession(trials, tmp_path / "abx.csv"), sounds, rate)
-    for t in trials:
-        assert "scratch" not in w.status.value and "transfer" not in w.status.value
-        assert w.players["X"].value == w.players[t.x].value
-        assert w.players["A"].value == w._wav[("c1", t.a)]
-        w.choose(t.x)
-    assert w.buttons["A"].disabled and "3 of 3 right" in w.status.value
-    assert "scratch" in w.result.value and "transfer" in w.result.value
-    with pytest.raises(ConfigError, match="no sound"):
-        listening.AbxWidget(listening.AbxSession(trials, tmp_path / "abx2.csv"), {("c1", "scratch"): sounds[("c1", "scratch")]}, rate)
+    calls = []
+
+    def sound(k):
+        return sine(200, 0.5, rate, 0.1 + 0.5 * k)
+
+    def render_at(k):
+        calls.append(k)
+        return sound(k)
+
+    p = listening.KnobPlayer(render_at, rate, knob="gain", value=0.5, held_out=0.5, trained=[0.0, 1.0])
+    assert calls == [0.5]
+    assert p.slider.description == "gain" and p.slider.value == 0.5
+    assert p.note.value == "gain 0.5: held out of training (the model never heard this setting)"
+    assert p.legend.value == "<small>trained at gain = 0, 1; held out of training: 0.5</small>"
+    y, r, mime = embedded_audio(p.player.value)
+    assert (r, mime) == (rate, "audio/flac")
+    np.testing.assert_allclose(y, sound(0.5), atol=1 / 32768)
+    first = p.player.value
+    assert ' loop data-knob="0.5"' in first
+    # the position memory is keyed per player and survives the element being replaced
+    assert f"(window.ampxferKnob=window.ampxferKnob||{{}})[&#x27;{p.key}&#x27;]" in first
+    assert "onloadedmetadata=" in first and "this.currentTime=s.t" in first
+    p.slider.value = 1.0
+    assert calls == [0.5, 1.0]
+    assert p.note.value == "gain 1: a trained setting" and p.player.value != first
+    np.testing.assert_allclose(embedded_audio(p.player.value)[0], sound(1.0), atol=1 / 32768)
+    p.slider.value = 0.5
+    assert p.player.value == first and calls == [0.5, 1.0]  # from the cache, not rendered again
+    p.looping.value = False
+    assert " loop " not in p.player.value and 'data-knob="0.5"' in p.player.value
+    assert p._repr_mimebundle_()["text/plain"] == listening.KnobPlayer.HINT
+    assert "ampxfer-knob" in p.box._dom_classes

@@ -31,7 +31,7 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch):
         assert (out / name).exists(), name
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "(smoke mode)" in text and "transfer" in text and "AIDA-X" in text
-    widgets = [o for c in nb.cells if c.cell_type == "code" and "FloatSlider" in c.source for o in c.outputs]
+    widgets = [o for c in nb.cells if c.cell_type == "code" and "KnobPlayer" in c.source for o in c.outputs]
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in widgets)
     aidax = json.loads((out / "model_aidax.json").read_text())
     assert aidax["in_shape"] == [None, None, 2]  # the knob input survives the export

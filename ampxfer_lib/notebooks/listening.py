@@ -1,29 +1,24 @@
-"""Listening to captures fairly: loudness matching, players, null tests, per-clip ESR, blind ABX.
+"""Listening to captures fairly: loudness matching, players, null tests, per-clip ESR, a knob player.
 
 Louder sounds better to everyone, so every comparison here is **loudness-matched** first:
 each clip is scaled to the same integrated loudness (ITU-R BS.1770: K-weighting, 400 ms
 blocks, absolute gate at -70 LUFS, relative gate 10 LU below the ungated level), then all of
 them together are lowered, if needed, until the loudest peak sits at the ceiling, so no clip
-clips. Players are built with ``normalize=False`` so the browser plays exactly these levels.
-
-The blind ABX test has a browser part (:class:`AbxWidget`, ipywidgets) and a plain part that
-holds all the logic and is tested without one: :func:`abx_trials` draws the trials from a
-seed (per trial: which model is A, which is B, and whether X is A or B), :class:`AbxSession`
-records answers to a CSV file (rewritten atomically), and :func:`abx_score` reports the
-number right with its one-sided binomial p-value (the chance of doing at least that well by
-guessing).
+clips. Players embed the audio as lossless FLAC (:data:`AUDIO_FORMAT`) and play it as is, so
+the browser plays exactly these levels; starting one player pauses the others of its table.
+:class:`KnobPlayer` plays a knob-conditioned model at the setting of a slider. The blind ABX
+test is :mod:`ampxfer_lib.notebooks.abx`.
 """
 
 from __future__ import annotations
 
-import csv
-import datetime as _dt
+import base64
 import html
 import io
 import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+import threading
+import uuid
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -131,52 +126,88 @@ def match_loudness(clips: Mapping[str, np.ndarray], rate: int, target_lufs: floa
 
 # --------------------------------------------------------------------------- players
 
-def wav_bytes(x: np.ndarray, rate: int) -> bytes:
-    """16-bit PCM WAV of (T,) audio (values beyond +-1 are clipped), for ipywidgets.Audio."""
+#: How clips are embedded in the page. FLAC is lossless (a blind test must not hear a codec)
+#: and about a fifth of a 16-bit WAV for guitar; every current browser plays it (Chrome,
+#: Firefox, Safari 11+, Edge, VS Code's webview). "wav" is the fallback.
+AUDIO_FORMAT = "flac"
+AUDIO_MIME = {"flac": "audio/flac", "wav": "audio/wav"}
+#: Class of an element whose players pause each other (a table of players, the ABX widget).
+PLAYER_GROUP_CLASS = "ampxfer-players"
+# Starting one player pauses the others of its group. An inline handler, because it stays in
+# a saved notebook and works wherever the HTML is shown (JupyterLab, Colab, VS Code) without
+# a front-end extension; where a front end strips it, the players still play, just not
+# exclusively.
+_PAUSE_OTHERS = ("var g=this.closest('." + PLAYER_GROUP_CLASS + "');if(g){g.querySelectorAll('audio')"
+                 ".forEach(function(a){if(a!==this){a.pause();}},this);}")
+
+
+def encode_audio(x: np.ndarray, rate: int, fmt: str = AUDIO_FORMAT) -> bytes:
+    """(T,) audio as a 16-bit FLAC or WAV file's bytes (values beyond +-1 are clipped)."""
     import soundfile as sf
 
+    if fmt not in AUDIO_MIME:
+        raise ConfigError(f"audio format {fmt!r}: one of {', '.join(AUDIO_MIME)}")
     buf = io.BytesIO()
-    sf.write(buf, np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0), rate, format="WAV", subtype="PCM_16")
+    sf.write(buf, np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0), rate, format=fmt.upper(), subtype="PCM_16")
     return buf.getvalue()
 
 
-def players(clips: Mapping[str, np.ndarray], rate: int, match: bool = True, target_lufs: float = TARGET_LUFS,
-            ceiling_dbfs: float = CEILING_DBFS) -> Dict[str, object]:
-    """IPython ``Audio`` players, label -> player, loudness-matched, ``normalize=False``."""
-    from IPython.display import Audio
+def audio_html(x: np.ndarray, rate: int, fmt: str = AUDIO_FORMAT, attrs: Optional[Mapping[str, str]] = None) -> str:
+    """An ``<audio controls>`` element playing (T,) audio embedded as a data URI, as is (no
+    normalising). It pauses the other players of its group (:data:`PLAYER_GROUP_CLASS`) when it
+    starts; ``attrs`` are further attributes (event handlers, ``loop``), escaped here."""
+    data = base64.b64encode(encode_audio(x, rate, fmt)).decode("ascii")
+    extra = {"onplay": _PAUSE_OTHERS, **dict(attrs or {})}
+    more = "".join(f' {k}="{html.escape(v, quote=True)}"' if v else f" {k}" for k, v in extra.items())
+    return f'<audio controls preload="metadata" src="data:{AUDIO_MIME[fmt]};base64,{data}"{more}></audio>'
 
+
+def players(clips: Mapping[str, np.ndarray], rate: int, match: bool = True, target_lufs: float = TARGET_LUFS,
+            ceiling_dbfs: float = CEILING_DBFS, fmt: str = AUDIO_FORMAT) -> Dict[str, str]:
+    """Label -> ``<audio>`` element (:func:`audio_html`), loudness-matched unless ``match`` is False."""
     scaled = match_loudness(clips, rate, target_lufs, ceiling_dbfs) if match else \
         {k: np.clip(np.asarray(v, dtype=np.float32), -1.0, 1.0) for k, v in clips.items()}
-    return {k: Audio(v, rate=rate, normalize=False) for k, v in scaled.items()}
+    return {k: audio_html(v, rate, fmt) for k, v in scaled.items()}
+
+
+def _table(rows: Sequence[Tuple[str, str]], caption: str):
+    from IPython.display import HTML
+
+    cells = "".join(f"<tr><td style='text-align:left;padding-right:1em'><b>{html.escape(k)}</b></td>"
+                    f"<td>{player}</td></tr>" for k, player in rows)
+    head = f"<caption style='text-align:left'>{html.escape(caption)}</caption>" if caption else ""
+    return HTML(f"<table class='{PLAYER_GROUP_CLASS}'>{head}{cells}</table>")
 
 
 def player_table(clips: Mapping[str, np.ndarray], rate: int, caption: str = "", match: bool = True, **kwargs):
     """One HTML table of labelled players (IPython ``HTML``); stays playable in a saved notebook."""
-    from IPython.display import HTML
-
-    rows = "".join(f"<tr><td style='text-align:left;padding-right:1em'><b>{html.escape(k)}</b></td>"
-                   f"<td>{p._repr_html_()}</td></tr>" for k, p in players(clips, rate, match, **kwargs).items())
-    head = f"<caption style='text-align:left'>{html.escape(caption)}</caption>" if caption else ""
-    return HTML(f"<table>{head}{rows}</table>")
+    return _table(list(players(clips, rate, match, **kwargs).items()), caption)
 
 
-def null_table(target: np.ndarray, outputs: Mapping[str, np.ndarray], rate: int, caption: str = ""):
+def null_table(target: np.ndarray, outputs: Mapping[str, np.ndarray], rate: int, caption: str = "",
+               fmt: str = AUDIO_FORMAT):
     """Players of the null tests ``target - output``, all at the gain that brings the target to
     the matching level (:func:`loudness_gains`), so a quieter difference means a closer model.
     Labels carry the difference's level relative to the target (dB)."""
-    from IPython.display import HTML, Audio
-
     gains, _ = loudness_gains({"target": target}, rate)
     g = gains["target"]
     rows = [("target (for reference)", np.asarray(target, dtype=np.float64) * g)]
     for name, out in outputs.items():
         diff, level = null_test(target, out)
         rows.append((f"target - {name} ({level:+.1f} dB)", diff.astype(np.float64) * g))
-    cells = "".join(f"<tr><td style='text-align:left;padding-right:1em'><b>{html.escape(k)}</b></td>"
-                    f"<td>{Audio(np.clip(v, -1.0, 1.0), rate=rate, normalize=False)._repr_html_()}</td></tr>"
-                    for k, v in rows)
-    head = f"<caption style='text-align:left'>{html.escape(caption)}</caption>" if caption else ""
-    return HTML(f"<table>{head}{cells}</table>")
+    return _table([(k, audio_html(v, rate, fmt)) for k, v in rows], caption)
+
+
+def widget_bundle(widget, hint: str) -> Dict[str, object]:
+    """The display bundle of an ipywidgets widget whose plain-text form is ``hint``.
+
+    A front end without the widget's state (a notebook opened without running it: GitHub,
+    nbviewer, VS Code before the kernel starts) shows the text instead of the widget; by
+    default that is ``VBox(children=(HTML(...`` and means nothing to a reader.
+    """
+    return {"text/plain": hint,
+            "application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                         "model_id": widget.model_id}}
 
 
 # --------------------------------------------------------------------------- clips and errors
@@ -250,207 +281,97 @@ def render_clip(weights, x: np.ndarray, start: int, stop: int, warmup: int = 441
     return y[start - a:]
 
 
-# --------------------------------------------------------------------------- ABX
+# --------------------------------------------------------------------------- knob player
 
-@dataclass(frozen=True)
-class AbxTrial:
-    """One ABX trial: the models behind A and B, and which of them X is ("A" or "B")."""
+def knob_note(value: float, knob: str, trained: Sequence[float] = (), held_out: Optional[float] = None) -> str:
+    """What the knob value is to the model: a trained value, the held-out one, or in between."""
+    def near(a: float, b: float) -> bool:
+        return abs(a - b) < 1e-9
 
-    index: int
-    clip: str
-    a: str
-    b: str
-    x: str
-
-    @property
-    def x_model(self) -> str:
-        return self.a if self.x == "A" else self.b
-
-
-def abx_trials(models: Sequence[str], clips: Sequence[str], n_trials: int, seed: int = 0) -> List[AbxTrial]:
-    """``n_trials`` trials over two models, cycling through ``clips``; per trial the seed
-    decides which model is A (the other is B) and whether X is A or B."""
-    if len(models) != 2 or models[0] == models[1]:
-        raise ConfigError(f"ABX compares two different models, got {list(models)}")
-    if not clips:
-        raise ConfigError("ABX needs at least one clip")
-    if n_trials < 1:
-        raise ConfigError("ABX needs at least one trial")
-    rng = np.random.default_rng(seed)
-    trials = []
-    for i in range(n_trials):
-        swap, x_is_b = (int(v) for v in rng.integers(0, 2, size=2))
-        a, b = (models[1], models[0]) if swap else (models[0], models[1])
-        trials.append(AbxTrial(i + 1, clips[i % len(clips)], a, b, "B" if x_is_b else "A"))
-    return trials
+    where = f"{knob} {value:g}"
+    if held_out is not None and near(value, held_out):
+        return f"{where}: held out of training (the model never heard this setting)"
+    if any(near(value, k) for k in trained):
+        return f"{where}: a trained setting"
+    if trained:
+        return f"{where}: between trained settings"
+    return where
 
 
-def binomial_p_value(correct: int, trials: int) -> float:
-    """P(at least ``correct`` right out of ``trials`` by guessing): sum_{i>=k} C(n, i) / 2^n."""
-    if not 0 <= correct <= trials:
-        raise ValueError(f"{correct} correct out of {trials} trials")
-    return sum(math.comb(trials, i) for i in range(correct, trials + 1)) / 2 ** trials
+class KnobPlayer:
+    """A slider for a conditioned model's knob and a player of the model at that setting.
 
-
-@dataclass(frozen=True)
-class AbxScore:
-    correct: int
-    answered: int
-    p_value: float
-
-    def summary(self) -> str:
-        if self.answered == 0:
-            return "no answers yet"
-        verdict = ("you hear a difference (p < 0.05)" if self.p_value < 0.05
-                   else "not distinguishable from guessing (p >= 0.05)")
-        return (f"{self.correct} of {self.answered} right; p = {self.p_value:.3g} "
-                f"(chance of doing this well by guessing): {verdict}")
-
-
-def abx_score(results: Sequence[bool]) -> AbxScore:
-    """Score of a list of right/wrong answers."""
-    k, n = int(sum(bool(r) for r in results)), len(results)
-    return AbxScore(k, n, binomial_p_value(k, n))
-
-
-ABX_COLUMNS = ("time", "session", "listener", "trial", "clip", "a", "b", "x", "answer", "correct")
-
-
-def read_abx_csv(path: PathLike) -> List[dict]:
-    """Rows of an ABX answers file (empty when it does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != ABX_COLUMNS:
-            raise ConfigError(f"{path}: not an ampxfer ABX answers file (columns {reader.fieldnames}); "
-                              "choose another file name")
-        return list(reader)
-
-
-class AbxSession:
-    """The state of one listener's ABX test; answers go to ``csv_path`` as they are given.
-
-    ``answer("A"|"B")`` scores the current trial, appends its row to the CSV (the whole file
-    is rewritten atomically, so a crash never leaves half a row) and moves to the next.
+    ``render_at(value)`` returns the (T,) audio at a knob value (e.g. ``lambda k: render(model,
+    clip, [k])``); levels are as the model plays them (clipped to +-1, no normalising). When
+    the knob moves while the clip plays, the new rendering carries on from the same position;
+    with ``loop`` (a checkbox) the clip repeats, so the knob can be swept while listening.
+    The slider is named after the knob, and the held-out value is marked under it.
     """
 
-    def __init__(self, trials: Sequence[AbxTrial], csv_path: PathLike, listener: str = "",
-                 session: Optional[str] = None):
-        self.trials = list(trials)
-        self.csv_path = Path(csv_path)
-        self.listener = listener
-        self.session = session or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        self.results: List[bool] = []
-        read_abx_csv(self.csv_path)  # refuse a foreign file before the first answer
+    HINT = "Knob player: run this cell to use it (the slider needs a running kernel)."
 
-    @property
-    def done(self) -> bool:
-        return len(self.results) >= len(self.trials)
-
-    @property
-    def current(self) -> Optional[AbxTrial]:
-        return None if self.done else self.trials[len(self.results)]
-
-    def answer(self, choice: str) -> bool:
-        """Record that the listener thinks X is ``choice`` ("A" or "B"); returns whether right."""
-        choice = choice.upper()
-        if choice not in ("A", "B"):
-            raise ConfigError(f"an ABX answer is A or B, not {choice!r}")
-        trial = self.current
-        if trial is None:
-            raise ConfigError("the ABX test is finished; start a new session for more trials")
-        right = choice == trial.x
-        row = {"time": _dt.datetime.now().isoformat(timespec="seconds"), "session": self.session,
-               "listener": self.listener, "trial": trial.index, "clip": trial.clip, "a": trial.a, "b": trial.b,
-               "x": trial.x, "answer": choice, "correct": int(right)}
-        self._append(row)
-        self.results.append(right)
-        return right
-
-    def _append(self, row: dict) -> None:
-        rows = read_abx_csv(self.csv_path) + [row]
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(ABX_COLUMNS), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write_text(self.csv_path, buf.getvalue())
-
-    def score(self) -> AbxScore:
-        return abx_score(self.results)
-
-    def reveal(self) -> List[dict]:
-        """After the test: what A, B and X were in each answered trial."""
-        return [{"trial": t.index, "clip": t.clip, "A": t.a, "B": t.b, "X": t.x_model, "right": r}
-                for t, r in zip(self.trials, self.results)]
-
-
-def score_file(path: PathLike, session: Optional[str] = None) -> AbxScore:
-    """Score of the answers in an ABX CSV (all sessions, or one)."""
-    rows = [r for r in read_abx_csv(path) if session is None or r["session"] == session]
-    return abx_score([r["correct"] == "1" for r in rows])
-
-
-class AbxWidget:
-    """The browser side of an :class:`AbxSession`: players for A, B and X, two answer buttons.
-
-    ``sounds[(clip, model)]`` is the (T,) audio of a model on a clip; each clip's sounds are
-    loudness-matched together. Model names are never shown until the test is over.
-    """
-
-    def __init__(self, session: AbxSession, sounds: Mapping[Tuple[str, str], np.ndarray], rate: int):
+    def __init__(self, render_at: Callable[[float], np.ndarray], rate: int, knob: str = "knob",
+                 value: float = 0.5, held_out: Optional[float] = None, trained: Sequence[float] = (),
+                 knob_range: Tuple[float, float] = (0.0, 1.0), step: float = 0.05, loop: bool = True,
+                 fmt: str = AUDIO_FORMAT):
         import ipywidgets as widgets
 
-        self.session = session
+        self.render_at = render_at
         self.rate = rate
-        self._wav: Dict[Tuple[str, str], bytes] = {}
-        for clip in {t.clip for t in session.trials}:
-            models = [m for (c, m) in sounds if c == clip]
-            matched = match_loudness({m: sounds[(clip, m)] for m in models}, rate)
-            for m in models:
-                self._wav[(clip, m)] = wav_bytes(matched[m], rate)
-        missing = [(t.clip, m) for t in session.trials for m in (t.a, t.b) if (t.clip, m) not in self._wav]
-        if missing:
-            raise ConfigError(f"no sound for model {missing[0][1]!r} on clip {missing[0][0]!r}")
-        self.status = widgets.HTML()
-        self.players = {k: widgets.Audio(format="wav", autoplay=False, loop=False) for k in ("A", "B", "X")}
-        self.buttons = {k: widgets.Button(description=f"X is {k}", button_style="info") for k in ("A", "B")}
-        for k, button in self.buttons.items():
-            button.on_click(lambda _b, k=k: self.choose(k))
-        self.result = widgets.HTML()
-        boxes = [widgets.VBox([widgets.HTML(f"<b>{k}</b>"), self.players[k]]) for k in ("A", "B", "X")]
-        self.box = widgets.VBox([self.status, widgets.HBox(boxes),
-                                 widgets.HBox(list(self.buttons.values())), self.result])
-        self._show()
+        self.knob = knob
+        self.held_out = held_out
+        self.trained = [float(k) for k in trained]
+        self.fmt = fmt
+        # keys the position memory of this player's <audio> elements in the page
+        self.key = uuid.uuid4().hex[:12]
+        self._audio: Dict[float, str] = {}
+        # knob moves may be handled concurrently; one at a time, so the last one shown is the last value
+        self._lock = threading.Lock()
+        self.slider = widgets.FloatSlider(value=value, min=knob_range[0], max=knob_range[1], step=step, description=knob,
+                                          continuous_update=False, style={"description_width": "initial"},
+                                          layout=widgets.Layout(width="420px"))
+        self.looping = widgets.Checkbox(value=loop, description="loop", indent=False,
+                                        layout=widgets.Layout(width="auto"))
+        self.note = widgets.HTML()
+        marks = ", ".join(f"{k:g}" for k in self.trained)
+        legend = []
+        if marks:
+            legend.append(f"trained at {html.escape(knob)} = {marks}")
+        if held_out is not None:
+            legend.append(f"held out of training: {held_out:g}")
+        self.legend = widgets.HTML(f"<small>{'; '.join(legend)}</small>" if legend else "")
+        self.player = widgets.HTML()
+        self.slider.observe(lambda _c: self._update(), names="value")
+        self.looping.observe(lambda _c: self._update(), names="value")
+        self.box = widgets.VBox([widgets.HBox([self.slider, self.looping]), self.note, self.player, self.legend])
+        self.box.add_class("ampxfer-knob")
+        self._update()
 
-    def _show(self) -> None:
-        trial = self.session.current
-        if trial is None:
-            for b in self.buttons.values():
-                b.disabled = True
-            reveal = "".join(f"<tr><td>{r['trial']}</td><td>{html.escape(r['clip'])}</td><td>{html.escape(r['A'])}</td>"
-                             f"<td>{html.escape(r['B'])}</td><td>{html.escape(r['X'])}</td>"
-                             f"<td>{'right' if r['right'] else 'wrong'}</td></tr>" for r in self.session.reveal())
-            self.status.value = f"<b>Done.</b> {html.escape(self.session.score().summary())}"
-            self.result.value = ("<table><tr><th>trial</th><th>clip</th><th>A was</th><th>B was</th><th>X was</th>"
-                                 f"<th></th></tr>{reveal}</table><p>Answers saved to {html.escape(str(self.session.csv_path))}</p>")
-            return
-        self.status.value = (f"Trial {trial.index} of {len(self.session.trials)} (clip {html.escape(trial.clip)}): "
-                             "listen to A, B and X; is X the same as A or as B?")
-        self.players["A"].value = self._wav[(trial.clip, trial.a)]
-        self.players["B"].value = self._wav[(trial.clip, trial.b)]
-        self.players["X"].value = self._wav[(trial.clip, trial.x_model)]
+    def audio_at(self, value: float) -> str:
+        """The ``<audio>`` element of the model at ``value``, rendered once per value."""
+        value = round(float(value), 9)
+        if value not in self._audio:
+            self._audio[value] = base64.b64encode(encode_audio(self.render_at(value), self.rate, self.fmt)).decode("ascii")
+        data = self._audio[value]
+        # Position memory across renderings: the playing element writes its position and
+        # state under this player's key; a new one (after a knob move) seeks there and plays
+        # on if the old one was playing. The old element's "pause" on removal is ignored
+        # (it is no longer connected), so it does not stop the new one.
+        remember = f"if(this.isConnected){{(window.ampxferKnob=window.ampxferKnob||{{}})['{self.key}']=" \
+                   "{t:this.currentTime,p:!this.paused};}"
+        resume = (f"var s=(window.ampxferKnob||{{}})['{self.key}'];if(s){{if(s.t<this.duration){{this.currentTime=s.t;}}"
+                  "if(s.p){var q=this.play();if(q){q.catch(function(){});}}}")
+        attrs = {"ontimeupdate": remember, "onplay": remember, "onpause": remember, "onloadedmetadata": resume}
+        loop = " loop" if self.looping.value else ""
+        more = "".join(f' {k}="{html.escape(v, quote=True)}"' for k, v in attrs.items())
+        return (f'<audio controls preload="metadata"{loop} data-knob="{value:g}" '
+                f'src="data:{AUDIO_MIME[self.fmt]};base64,{data}"{more}></audio>')
 
-    def choose(self, choice: str) -> None:
-        """What a button click does (also callable directly)."""
-        if self.session.done:
-            return
-        right = self.session.answer(choice)
-        self.result.value = "" if self.session.done else f"Trial {len(self.session.results)}: {'right' if right else 'wrong'}."
-        self._show()
+    def _update(self) -> None:
+        with self._lock:
+            value = float(self.slider.value)
+            self.note.value = html.escape(knob_note(value, self.knob, self.trained, self.held_out))
+            self.player.value = self.audio_at(value)
 
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.box)
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return widget_bundle(self.box, self.HINT)

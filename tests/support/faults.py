@@ -808,7 +808,8 @@ def _(fx, d):
 
 
 @case("train_different_run", "train", "error", "--out holds a run with other settings, no --overwrite",
-      error=r"^error: \S*run: holds a different run \(lr 0\.01 -> 0\.001\); use another --out, or --overwrite "
+      error=r"^error: \S*run: holds a different run \(lr 0\.01 -> 0\.001, finetune_lr 0\.005 -> None\); use another "
+            r"--out, or --overwrite "
             r"to replace it$")
 def _(fx, d):
     run = _copy_tree_writable(fx.run(), d / "run")
@@ -880,7 +881,10 @@ def _verify_diverged(init: Optional[Path]):
             if (run / name).exists():
                 load_model(run / name)  # raises on NaN weights
         if init is not None:
-            if not load_model(run / "model_best.json").equal(load_model(init)):
+            # the starting model as the run began: its LSTM as it is, its dense layer matched to
+            # the data's level (the default recipe's match_level)
+            kept, start = load_model(run / "model_best.json"), load_model(init)
+            if any(not np.array_equal(kept.params[k], start.params[k]) for k in kept.params if k.startswith("rec.")):
                 return "model_best.json is not the starting model"
         elif (run / "model_best.json").exists():
             return "a model_best.json without any validated epoch"
