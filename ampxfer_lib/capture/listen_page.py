@@ -76,8 +76,7 @@ def write_clips(out_dir: PathLike, weights: ModelWeights, data: Dataset, clip_se
     (:func:`~ampxfer_lib.notebooks.listening.pick_clips`); the capture plays each after
     ``warmup`` samples of the audio before it, as a plugin's state would have settled.
     """
-    from ampxfer_lib.notebooks.listening import (loudness_gains, null_test, pick_clips, render_clip,
-                                                 wav_bytes)
+    from ampxfer_lib.notebooks.listening import encode_audio, loudness_gains, null_test, pick_clips, render_clip
 
     folder = make_dirs(Path(out_dir) / CLIP_DIR)
     for old in folder.glob("clip*_*.wav"):  # a page written before, with other clips: ours to replace
@@ -97,7 +96,7 @@ def write_clips(out_dir: PathLike, weights: ModelWeights, data: Dataset, clip_se
         files = []
         for role, _ in ROLES:
             rel = f"{CLIP_DIR}/clip{i}_{role}.wav"
-            atomic_write_bytes(Path(out_dir) / rel, wav_bytes(scaled[role], rate))
+            atomic_write_bytes(Path(out_dir) / rel, encode_audio(scaled[role], rate, "wav"))
             files.append((role, rel))
         esr = 10.0 ** (level / 10.0) if math.isfinite(level) else (0.0 if level < 0 else math.inf)
         clips.append(Clip(i, a / rate, b / rate, tuple(files), esr, level))
