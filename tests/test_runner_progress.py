@@ -21,6 +21,7 @@ def talking_notebook():
                          "print('bar 1\\rbar 2\\rbar 3')\nsys.stdout.flush()\n"
                          "print('to stderr', file=sys.stderr)\nsys.stderr.flush()\nprint('no newline', end='')"),
         v4.new_code_cell("   "),  # blank: nbclient skips it, so it is not counted
+        v4.new_markdown_cell("Now wait.\n\n## waiting\nfor nothing"),
         v4.new_code_cell("#  wait\nimport time\nprint('waiting', end='', flush=True)\ntime.sleep(2.0)"),
     ])
 
@@ -31,9 +32,10 @@ def test_cell_labels_and_lines_in_pieces():
     assert nbrun.cell_label("a" * 80, width=10) == "aaaaaaa..."
     assert nbrun.cell_label("") == ""
     nb = talking_notebook()
-    assert nbrun.executed_cells(nb) == [1, 2, 4]
+    assert nbrun.executed_cells(nb) == [1, 2, 5]
+    assert nbrun.section_titles(nb) == {1: "talking", 2: "talking", 3: "talking", 5: "waiting"}
     lines = []
-    progress = nbrun.CellProgress(nb, lines.append, heartbeat=0, width=24)
+    progress = nbrun.CellProgress(nb, lines.append, heartbeat=0, width=32)
     progress.cell_started(2, nb.cells[2].source)
     for piece in ("li", "ne 0\nline", " 1\n\nbar 1\rbar 2\r", "bar 3\r\n", "a rather long line of output\n"):
         progress.stream(piece)
@@ -42,8 +44,8 @@ def test_cell_labels_and_lines_in_pieces():
     progress.cell_finished(2)
     progress.cell_started(99, "")  # a cell nbclient added: numbered '?'
     progress.close()
-    assert lines == ["  cell 2/3: say hello", "    | line 0", "    | line 1", "    | bar 3",
-                     "    | a rather long l...", "    | half", "    | err", "  cell ?/3"]
+    assert lines == ["  cell 2/3 (talking): say hello", "    | line 0", "    | line 1", "    | bar 3",
+                     "    | a rather long line of o...", "    | half", "    | err", "  cell ?/3"]
 
 
 def test_run_notebook_reports_cells_output_and_silence(tmp_path):
@@ -53,9 +55,10 @@ def test_run_notebook_reports_cells_output_and_silence(tmp_path):
     lines = []
     nbrun.run_notebook(src, tmp_path / "out.ipynb", {"X": 3}, cwd=tmp_path, timeout=60,
                        progress=lines.append, heartbeat=0.5)
-    assert lines[:10] == ["  cell 1/4: X = 2", "  cell 2/4: Parameters injected by ampxfer_lib.notebooks",
-                          "  cell 3/4: say hello", "    | line 0", "    | line 1", "    | line 2", "    | bar 3",
-                          "    | to stderr", "    | no newline", "  cell 4/4: wait"]
+    assert lines[:10] == ["  cell 1/4 (talking): X = 2",
+                          "  cell 2/4 (talking): Parameters injected by ampxfer_lib.notebooks",
+                          "  cell 3/4 (talking): say hello", "    | line 0", "    | line 1", "    | line 2", "    | bar 3",
+                          "    | to stderr", "    | no newline", "  cell 4/4 (waiting): wait"]
     beats, last = lines[10:-1], lines[-1]
     # 2 s of silence at one line per 0.5 s: at least one, however slow the machine.
     assert 1 <= len(beats) <= 4
@@ -71,11 +74,11 @@ def test_cli_progress_goes_to_stderr_and_quiet_silences_it(tmp_path, capsys):
     pytest.importorskip("nbclient")
     src = tmp_path / "talking.ipynb"
     nb = talking_notebook()
-    del nb.cells[4]  # no waiting here
+    del nb.cells[4:]  # no waiting here
     nbformat.write(nb, str(src))
     assert notebooks_main(["run", str(src), "--out", str(tmp_path / "loud")]) == 0
     out, err = capsys.readouterr()
-    assert err.splitlines() == ["  cell 1/2: X = 2", "  cell 2/2: say hello", "    | line 0", "    | line 1",
+    assert err.splitlines() == ["  cell 1/2 (talking): X = 2", "  cell 2/2 (talking): say hello", "    | line 0", "    | line 1",
                                 "    | bar 3", "    | to stderr", "    | no newline"]
     assert out.splitlines()[0] == f"running talking.ipynb -> {tmp_path / 'loud' / 'talking.ipynb'}"
     assert notebooks_main(["run", str(src), "--out", str(tmp_path / "quiet"), "--quiet"]) == 0

@@ -233,6 +233,20 @@ def cell_label(source: str, width: int = 60) -> str:
     return ""
 
 
+def section_titles(nb) -> Dict[int, str]:
+    """Cell index -> the last markdown heading above it ("1. The recordings"), where there is one."""
+    titles: Dict[int, str] = {}
+    title = ""
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    title = line.lstrip("#").strip()
+        elif title:
+            titles[i] = title
+    return titles
+
+
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
@@ -245,7 +259,8 @@ def _duration(seconds: float) -> str:
 class CellProgress:
     """Progress lines for one notebook run, for someone waiting at a terminal.
 
-    ``cell_started``/``cell_finished`` bracket each executed cell (``cell i/n: label``);
+    ``cell_started``/``cell_finished`` bracket each executed cell (``cell i/n (section): label``:
+    the markdown heading above it and its first line);
     ``stream`` takes the text a cell prints, in whatever pieces the kernel sends it, and
     passes on each complete line (``    | line``); a cell silent for ``heartbeat`` seconds gets
     ``cell i/n still running, T`` (with the last partial line, e.g. a text progress bar
@@ -257,6 +272,7 @@ class CellProgress:
                  width: int = PROGRESS_WIDTH):
         cells = executed_cells(nb)
         self.number = {index: k for k, index in enumerate(cells, 1)}
+        self.section = section_titles(nb)
         self.total = len(cells)
         self.log = log
         self.heartbeat = heartbeat
@@ -275,8 +291,10 @@ class CellProgress:
             self._cell = cell_index
             self._started = self._last_line = time.monotonic()
             self._partial = {}
-            label = cell_label(source)
-            self._say(f"  cell {self.number.get(cell_index, '?')}/{self.total}" + (f": {label}" if label else ""))
+            section, label = self.section.get(cell_index), cell_label(source)
+            # The heading says where in the notebook; the first line, what the cell does.
+            self._say(f"  cell {self.number.get(cell_index, '?')}/{self.total}" + (f" ({_cut(section, 40)})" if section else "")
+                      + (f": {label}" if label else ""))
             if self._thread is None and self.heartbeat > 0:
                 self._thread = threading.Thread(target=self._beat, name="ampxfer-notebook-progress", daemon=True)
                 self._thread.start()
