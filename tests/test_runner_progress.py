@@ -22,7 +22,10 @@ def talking_notebook():
                          "print('to stderr', file=sys.stderr)\nsys.stderr.flush()\nprint('no newline', end='')"),
         v4.new_code_cell("   "),  # blank: nbclient skips it, so it is not counted
         v4.new_markdown_cell("Now wait.\n\n## waiting\nfor nothing"),
-        v4.new_code_cell("#  wait\nimport time\nprint('waiting', end='', flush=True)\ntime.sleep(2.0)"),
+        # A tqdm bar: a widget where ipywidgets is installed, else text redrawn on stderr.
+        v4.new_code_cell("#  wait\nimport time\nfrom tqdm.auto import tqdm\nprint('waiting', end='', flush=True)\n"
+                         "bar = tqdm(total=4, desc='epochs', leave=False)\nbar.update(2)\nbar.refresh()\n"
+                         "time.sleep(2.0)\nbar.close()"),
     ])
 
 
@@ -48,6 +51,27 @@ def test_cell_labels_and_lines_in_pieces():
                      "    | a rather long line of o...", "    | half", "    | err", "  cell ?/3"]
 
 
+def test_tqdm_notebook_bars_show_while_unfinished():
+    """The widget messages of tqdm.notebook (an HBox of HTML, FloatProgress, HTML), as the kernel sends them."""
+    progress = nbrun.CellProgress(nbformat.v4.new_notebook(), [].append, heartbeat=0)
+    progress.widget("comm_open", "l", {"_model_name": "HTMLModel", "value": ""})
+    progress.widget("comm_open", "p", {"_model_name": "FloatProgressModel", "value": 0, "max": 6, "style": "x"})
+    progress.widget("comm_open", "r", {"_model_name": "HTMLModel", "value": ""})
+    progress.widget("comm_open", "box", {"_model_name": "HBoxModel", "children": ["IPY_MODEL_l", "IPY_MODEL_p",
+                                                                                 "IPY_MODEL_r"]})
+    progress.widget("comm_open", "img", {"_model_name": "ImageModel", "value": "..."})
+    progress.widget("comm_msg", "l", {"value": "study:\u2007\u200733%"})
+    progress.widget("comm_msg", "p", {"value": 2})
+    progress.widget("comm_msg", "r", {"value": "\u20072/6\u2007[00:40&lt;01:20,\u2007\u200720.00s/run]"})
+    assert progress.bars() == ["study: 33% 2/6 [00:40<01:20, 20.00s/run]"]
+    progress.widget("comm_msg", "p", {"value": 6})  # finished (leave=True keeps it on the page)
+    assert progress.bars() == []
+    progress.widget("comm_msg", "p", {"value": 5})
+    assert len(progress.bars()) == 1
+    progress.widget("comm_close", "box", None)  # closed (leave=False)
+    assert progress.bars() == []
+
+
 def test_run_notebook_reports_cells_output_and_silence(tmp_path):
     pytest.importorskip("nbclient")
     src = tmp_path / "talking.ipynb"
@@ -62,7 +86,8 @@ def test_run_notebook_reports_cells_output_and_silence(tmp_path):
     beats, last = lines[10:-1], lines[-1]
     # 2 s of silence at one line per 0.5 s: at least one, however slow the machine.
     assert 1 <= len(beats) <= 4
-    assert all(re.fullmatch(r"  cell 4/4 still running, [0-2] s: waiting", b) for b in beats), beats
+    assert all(re.fullmatch(r"  cell 4/4 still running, [0-2] s: waiting; epochs: 50%.*2/4 \[.*\]", b)
+               for b in beats), beats
     assert last == "    | waiting"
     # The executed copy records what the kernel printed, as without progress.
     executed = nbformat.read(str(tmp_path / "out.ipynb"), 4)

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import html
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -57,6 +59,8 @@ SKIP_TAG = "skip-execution"
 HEARTBEAT_SECONDS = 30.0
 #: Progress lines are cut to this many characters (a cell's label, a printed line).
 PROGRESS_WIDTH = 100
+#: Characters of an unfinished printed line kept for the progress (its latest redraw fits).
+PARTIAL_CHARS = 4096
 
 
 class NotebookError(AmpxferError):
@@ -251,6 +255,11 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
+def _plain(markup: str) -> str:
+    """The text of a widget's HTML value, spaces collapsed (tqdm pads with figure spaces)."""
+    return " ".join(html.unescape(re.sub(r"<[^>]*>", "", str(markup))).replace("\u2007", " ").split())
+
+
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
@@ -262,9 +271,11 @@ class CellProgress:
     ``cell_started``/``cell_finished`` bracket each executed cell (``cell i/n (section): label``:
     the markdown heading above it and its first line);
     ``stream`` takes the text a cell prints, in whatever pieces the kernel sends it, and
-    passes on each complete line (``    | line``); a cell silent for ``heartbeat`` seconds gets
-    ``cell i/n still running, T`` (with the last partial line, e.g. a text progress bar
-    redrawn with carriage returns). ``log`` may be called from the heartbeat's thread;
+    passes on each complete line (``    | line``); ``widget`` takes the kernel's widget
+    messages, to follow tqdm's notebook progress bars. A cell silent for ``heartbeat`` seconds
+    gets ``cell i/n still running, T: what shows`` (the last partial line, e.g. a text progress
+    bar redrawn with carriage returns, and the unfinished progress bars: ``study: 33% 2/6
+    [00:40<01:20, 20.00s/run]``). ``log`` may be called from the heartbeat's thread;
     ``close()`` stops that thread.
     """
 
@@ -283,6 +294,7 @@ class CellProgress:
         self._started = 0.0
         self._last_line = 0.0
         self._partial: Dict[str, str] = {}  # stream name -> text after its last newline
+        self._widgets: Dict[str, dict] = {}  # comm id -> the state keys a progress bar needs
         self._closed = False
         self._thread: Optional[threading.Thread] = None
 
@@ -291,10 +303,11 @@ class CellProgress:
             self._cell = cell_index
             self._started = self._last_line = time.monotonic()
             self._partial = {}
+            self._widgets = {}  # a cell's bars are its own; an abandoned one must not linger
             section, label = self.section.get(cell_index), cell_label(source)
             # The heading says where in the notebook; the first line, what the cell does.
-            self._say(f"  cell {self.number.get(cell_index, '?')}/{self.total}" + (f" ({_cut(section, 40)})" if section else "")
-                      + (f": {label}" if label else ""))
+            self._say(f"  cell {self.number.get(cell_index, '?')}/{self.total}"
+                      + (f" ({_cut(section, 40)})" if section else "") + (f": {label}" if label else ""))
             if self._thread is None and self.heartbeat > 0:
                 self._thread = threading.Thread(target=self._beat, name="ampxfer-notebook-progress", daemon=True)
                 self._thread.start()
@@ -303,9 +316,40 @@ class CellProgress:
     def stream(self, text: str, name: str = "stdout") -> None:
         with self._lock:
             lines = (self._partial.get(name, "") + text).split("\n")
-            self._partial[name] = lines.pop()
+            # A text bar redrawn for hours never ends its line: its last draw is all that counts.
+            self._partial[name] = lines.pop()[-PARTIAL_CHARS:]
             for line in lines:
                 self._line(line)
+
+    def widget(self, msg_type: str, comm_id: str, state: Optional[dict]) -> None:
+        """A ``comm_open``/``comm_msg``/``comm_close`` of the kernel's widgets."""
+        with self._lock:
+            if msg_type == "comm_close":
+                self._widgets.pop(comm_id, None)
+            elif state:
+                kept = {k: v for k, v in state.items() if k in ("_model_name", "value", "max", "children")}
+                self._widgets.setdefault(comm_id, {}).update(kept)
+
+    def bars(self) -> List[str]:
+        """The text of each unfinished tqdm notebook bar (an HBox of HTML, progress, HTML)."""
+        with self._lock:
+            return self._bars()
+
+    def _bars(self) -> List[str]:
+        found = []
+        for state in self._widgets.values():
+            children = state.get("children")
+            if state.get("_model_name") != "HBoxModel" or not isinstance(children, list) or len(children) != 3:
+                continue
+            left, bar, right = (self._widgets.get(str(c).replace("IPY_MODEL_", "", 1), {}) for c in children)
+            if not str(bar.get("_model_name", "")).endswith("ProgressModel"):
+                continue
+            if not bar.get("value", 0) < bar.get("max", 0):  # finished, or no total to show
+                continue
+            text = " ".join(t for t in (_plain(left.get("value", "")), _plain(right.get("value", ""))) if t)
+            if text:
+                found.append(text)
+        return found
 
     def cell_finished(self, cell_index: int) -> None:
         with self._lock:
@@ -343,7 +387,7 @@ class CellProgress:
                     self._wake.wait(timeout=None if self._cell is None else due - now)
                     continue
                 partial = [p.rsplit("\r", 1)[-1].strip() for p in self._partial.values()]
-                shown = " ".join(p for p in partial if p)
+                shown = "; ".join([p for p in partial if p] + self._bars())
                 self._say(f"  cell {self.number.get(self._cell, '?')}/{self.total} still running, "
                           f"{_duration(now - self._started)}" + (f": {shown}" if shown else ""))
                 self._last_line = now
@@ -362,6 +406,11 @@ def _progress_client(nb, progress: Optional[CellProgress], **kw):
             if msg["msg_type"] == "stream":
                 progress.stream(msg["content"].get("text", ""), msg["content"].get("name", "stdout"))
             return out
+
+        def handle_comm_msg(self, outs, msg, cell_index):
+            super().handle_comm_msg(outs, msg, cell_index)
+            content = msg["content"]
+            progress.widget(msg["msg_type"], content.get("comm_id", ""), (content.get("data") or {}).get("state"))
 
     def started(cell, cell_index, **_):
         progress.cell_started(cell_index, cell.source)
