@@ -148,3 +148,67 @@ def test_the_whole_suite_runs_in_smoke_mode(tmp_path):
     assert "Starting points for mt2" in text["03_transfer_training.ipynb"]
     assert "transfer starts lower" in text["03_transfer_training.ipynb"]
     assert "no answers yet" in text["04_ab_listening.ipynb"]
+
+
+def own_pair(folder, target_rate=48000):
+    """A DI and a source recording at 44.1 kHz, and a target recorded at ``target_rate``."""
+    import soundfile as sf
+
+    from conftest import write_pair
+
+    di, src = write_pair(folder, seconds=8.0)
+    y, rate = sf.read(str(src))
+    tgt = folder / "new_out.wav"
+    sf.write(str(tgt), y, target_rate if target_rate else rate, subtype="PCM_24")
+    return di, src, tgt
+
+
+def test_own_recordings_that_fail_a_check_stop_with_what_to_do(tmp_path):
+    from ampxfer_lib.errors import AudioError
+    from ampxfer_lib.notebooks import suite
+
+    di, src, tgt = own_pair(tmp_path / "rec")
+    config = suite.prepare_config(smoke=True)
+    work = tmp_path / "work"
+    fix = ('fix that in the parameters cell (or the file) and run this notebook again; DATA = "sample" runs the '
+           "suite on the sample data instead")
+    with pytest.raises(AudioError) as info:
+        suite.prepare_own_recordings(str(di), str(src), str(tgt), "local paths", work, config, log=lambda m: None)
+    assert str(info.value) == (f"your recordings cannot be used: {tgt}: recorded at 48000 Hz but the input {di} is "
+                               f"at 44100 Hz; record (or export) both at one rate; {fix}")
+    missing = tmp_path / "rec" / "missing.wav"
+    with pytest.raises(ConfigError) as info:
+        suite.prepare_own_recordings(str(di), str(src), str(missing), "local paths", work, config)
+    assert str(info.value) == f"your recordings cannot be used: {missing}: no such file (MY_TARGET); {fix}"
+    with pytest.raises(ConfigError) as info:
+        suite.prepare_own_recordings(str(di), "", str(tgt), "local paths", work, config, starting_models="")
+    assert str(info.value) == ("your recordings cannot be used: give MY_SOURCE (the DI through a device like the new "
+                               f"one) or a STARTING_MODEL to start from; {fix}")
+    assert not (work / "data").exists()  # nothing prepared, the sample data least of all
+    good = tmp_path / "rec" / "dev_out.wav"
+    manifests, pairs = suite.prepare_own_recordings(str(di), str(src), str(good), "local paths", work, config,
+                                                    log=lambda m: None)
+    assert sorted(manifests) == ["my_source", "my_target"]
+    assert sorted(p.name for p in (work / "data").iterdir()) == ["my_source", "my_target"]
+    assert pairs == [{"name": "mine", "source": {"data": "data/my_source"}, "target": {"data": "data/my_target"}}]
+
+
+def test_notebook_01_stops_at_a_failing_recording(tmp_path):
+    """Run All with DATA = "my recordings" and a target at another rate: 01 stops at the
+    preparation cell with the one-line error, and nothing after it runs."""
+    pytest.importorskip("nbclient")
+    di, src, tgt = own_pair(tmp_path / "rec")
+    work = tmp_path / "work"
+    params = {"DATA": "my recordings", "MY_DI": str(di), "MY_SOURCE": str(src), "MY_TARGET": str(tgt),
+              "OUT_DIR": str(work)}
+    out = tmp_path / "01.ipynb"
+    with pytest.raises(nbrun.NotebookError) as info:
+        nbrun.run_notebook(REPO / "notebooks" / "01_data_prep.ipynb", out, params, smoke=True, cwd=tmp_path,
+                           timeout=300)
+    assert str(info.value).startswith(f"01_data_prep.ipynb failed at cell 7: AudioError: your recordings cannot be "
+                                      f"used: {tgt}: recorded at 48000 Hz")
+    assert str(info.value).endswith(f'DATA = "sample" runs the suite on the sample data instead; the executed copy is '
+                                    f"{out}")
+    executed = nbformat.read(str(out), 4)
+    assert not any(c.get("outputs") for c in executed.cells[8:] if c.cell_type == "code")
+    assert not (work / "data").exists() and not (work / "study.json").exists()

@@ -3,13 +3,15 @@
 Command line::
 
     python -m ampxfer_lib.notebooks run --all --out out/demo [--smoke] [--budget demo|article]
-    python -m ampxfer_lib.notebooks run 01 02 --out out/demo --set EPOCHS_FULL=4
+    python -m ampxfer_lib.notebooks run 01 02 --out out/demo --set EPOCHS_FULL=4 [--quiet]
     python -m ampxfer_lib.notebooks strip [notebooks/*.ipynb]      outputs out, before committing
     python -m ampxfer_lib.notebooks check                           no outputs, one parameters cell
     python -m ampxfer_lib.notebooks sync                            Colab set-up cells = colab.setup_cell_source()
 
 Each command takes ``--notebooks DIR``, the folder of the suite's notebooks (default: the
 source checkout's ``notebooks/``, :data:`ampxfer_lib.notebooks.runner.NOTEBOOK_DIR`).
+``run`` prints a line per notebook on stdout and, unless ``--quiet``, the cells' progress on
+stderr as they run (the cell executing, what it prints, a line every 30 s while it is silent).
 """
 
 from __future__ import annotations
@@ -38,11 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", choices=BUDGETS, default=None, help="training budget (default: the notebooks' own, demo)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a notebook parameter")
     p.add_argument("--timeout", type=float, default=None, help="seconds per cell (default 600 smoke, 6 h otherwise)")
+    p.add_argument("--quiet", action="store_true",
+                   help="only a line per notebook: no cell progress on stderr")
     for name, text in (("strip", "remove outputs (before committing)"), ("check", "report notebooks with outputs "
                        "or without the set-up/parameters cells"), ("sync", "rewrite the Colab set-up cells")):
         q = sub.add_parser(name, help=text, parents=[where])
         q.add_argument("paths", nargs="*", help="notebooks (default: the suite)")
     return parser
+
+
+def say(line: str) -> None:
+    # Flushed, so that it keeps its place among the progress lines on stderr when stdout is a pipe.
+    print(line, flush=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -55,7 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             timeout = args.timeout or (600 if args.smoke else 6 * 3600)
             run_suite(args.out, None if args.all else args.names, smoke=args.smoke, budget=args.budget,
                       extra=key_values(args.set, name="NAME", dashes_to_underscores=False), timeout=timeout,
-                      folder=folder)
+                      folder=folder, log=say, progress=None if args.quiet else eprint)
             return 0
         paths = [Path(p) for p in args.paths] or find_notebooks(folder=folder)
         if args.command == "strip":

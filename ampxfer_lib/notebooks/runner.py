@@ -10,6 +10,12 @@ The suite shares one work folder between notebooks 01-04, which hand work to eac
 through files only (01 writes prepared data, 02 and 03 train into a study folder, 04 reads the
 runs); notebook 05 gets a folder of its own inside it.
 
+While a notebook runs, :class:`CellProgress` reports to a ``progress`` callable (the command
+line: stderr) which cell is executing, the lines the cell prints as they arrive, and a line
+every :data:`HEARTBEAT_SECONDS` while a cell runs silently (training in worker processes
+prints only when a run finishes), so a long run never looks hung. The executed copy is the
+same with or without it.
+
 The suite's notebooks are found in :data:`NOTEBOOK_DIR`, the ``notebooks/`` folder of the
 source checkout this package runs from; an installed package has no such folder, so pass
 ``folder=`` (the command line's ``--notebooks DIR``). The command line is
@@ -20,9 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import html
 import os
+import re
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +53,14 @@ OWN_FOLDER = {"05_conditioned_transfer.ipynb": "05_conditioned"}
 BUDGETS = ("demo", "article")
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
+#: nbclient's default tag for code cells it does not execute.
+SKIP_TAG = "skip-execution"
+#: Seconds of silence from a running cell before the progress says it is still running.
+HEARTBEAT_SECONDS = 30.0
+#: Progress lines are cut to this many characters (a cell's label, a printed line).
+PROGRESS_WIDTH = 100
+#: Characters of an unfinished printed line kept for the progress (its latest redraw fits).
+PARTIAL_CHARS = 4096
 
 
 class NotebookError(AmpxferError):
@@ -203,6 +220,207 @@ def sync_setup_cell(path: PathLike) -> bool:
     return True
 
 
+# --------------------------------------------------------------------------- progress
+
+def executed_cells(nb) -> List[int]:
+    """Indexes of the cells nbclient executes: code cells with source, not tagged to skip."""
+    return [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()
+            and SKIP_TAG not in c.get("metadata", {}).get("tags", [])]
+
+
+def cell_label(source: str, width: int = 60) -> str:
+    """A cell's first non-blank line, without a leading comment sign, cut to ``width``."""
+    for line in source.splitlines():
+        line = line.strip().lstrip("#").strip()
+        if line:
+            return _cut(line, width)
+    return ""
+
+
+def section_titles(nb) -> Dict[int, str]:
+    """Cell index -> the last markdown heading above it ("1. The recordings"), where there is one."""
+    titles: Dict[int, str] = {}
+    title = ""
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    title = line.lstrip("#").strip()
+        elif title:
+            titles[i] = title
+    return titles
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _plain(markup: str) -> str:
+    """The text of a widget's HTML value, spaces collapsed (tqdm pads with figure spaces)."""
+    return " ".join(html.unescape(re.sub(r"<[^>]*>", "", str(markup))).replace("\u2007", " ").split())
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+class CellProgress:
+    """Progress lines for one notebook run, for someone waiting at a terminal.
+
+    ``cell_started``/``cell_finished`` bracket each executed cell (``cell i/n (section): label``:
+    the markdown heading above it and its first line);
+    ``stream`` takes the text a cell prints, in whatever pieces the kernel sends it, and
+    passes on each complete line (``    | line``); ``widget`` takes the kernel's widget
+    messages, to follow tqdm's notebook progress bars. A cell silent for ``heartbeat`` seconds
+    gets ``cell i/n still running, T: what shows`` (the last partial line, e.g. a text progress
+    bar redrawn with carriage returns, and the unfinished progress bars: ``study: 33% 2/6
+    [00:40<01:20, 20.00s/run]``). ``log`` may be called from the heartbeat's thread;
+    ``close()`` stops that thread.
+    """
+
+    def __init__(self, nb, log: Callable[[str], None], heartbeat: float = HEARTBEAT_SECONDS,
+                 width: int = PROGRESS_WIDTH):
+        cells = executed_cells(nb)
+        self.number = {index: k for k, index in enumerate(cells, 1)}
+        self.section = section_titles(nb)
+        self.total = len(cells)
+        self.log = log
+        self.heartbeat = heartbeat
+        self.width = width
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._cell: Optional[int] = None  # index of the running cell
+        self._started = 0.0
+        self._last_line = 0.0
+        self._partial: Dict[str, str] = {}  # stream name -> text after its last newline
+        self._widgets: Dict[str, dict] = {}  # comm id -> the state keys a progress bar needs
+        self._closed = False
+        self._thread: Optional[threading.Thread] = None
+
+    def cell_started(self, cell_index: int, source: str) -> None:
+        with self._lock:
+            self._cell = cell_index
+            self._started = self._last_line = time.monotonic()
+            self._partial = {}
+            self._widgets = {}  # a cell's bars are its own; an abandoned one must not linger
+            section, label = self.section.get(cell_index), cell_label(source)
+            # The heading says where in the notebook; the first line, what the cell does.
+            self._say(f"  cell {self.number.get(cell_index, '?')}/{self.total}"
+                      + (f" ({_cut(section, 40)})" if section else "") + (f": {label}" if label else ""))
+            if self._thread is None and self.heartbeat > 0:
+                self._thread = threading.Thread(target=self._beat, name="ampxfer-notebook-progress", daemon=True)
+                self._thread.start()
+            self._wake.notify_all()
+
+    def stream(self, text: str, name: str = "stdout") -> None:
+        with self._lock:
+            lines = (self._partial.get(name, "") + text).split("\n")
+            # A text bar redrawn for hours never ends its line: its last draw is all that counts.
+            self._partial[name] = lines.pop()[-PARTIAL_CHARS:]
+            for line in lines:
+                self._line(line)
+
+    def widget(self, msg_type: str, comm_id: str, state: Optional[dict]) -> None:
+        """A ``comm_open``/``comm_msg``/``comm_close`` of the kernel's widgets."""
+        with self._lock:
+            if msg_type == "comm_close":
+                self._widgets.pop(comm_id, None)
+            elif state:
+                kept = {k: v for k, v in state.items() if k in ("_model_name", "value", "max", "children")}
+                self._widgets.setdefault(comm_id, {}).update(kept)
+
+    def bars(self) -> List[str]:
+        """The text of each unfinished tqdm notebook bar (an HBox of HTML, progress, HTML)."""
+        with self._lock:
+            return self._bars()
+
+    def _bars(self) -> List[str]:
+        found = []
+        for state in self._widgets.values():
+            children = state.get("children")
+            if state.get("_model_name") != "HBoxModel" or not isinstance(children, list) or len(children) != 3:
+                continue
+            left, bar, right = (self._widgets.get(str(c).replace("IPY_MODEL_", "", 1), {}) for c in children)
+            if not str(bar.get("_model_name", "")).endswith("ProgressModel"):
+                continue
+            if not bar.get("value", 0) < bar.get("max", 0):  # finished, or no total to show
+                continue
+            text = " ".join(t for t in (_plain(left.get("value", "")), _plain(right.get("value", ""))) if t)
+            if text:
+                found.append(text)
+        return found
+
+    def cell_finished(self, cell_index: int) -> None:
+        with self._lock:
+            for rest in self._partial.values():
+                if rest:
+                    self._line(rest)
+            self._partial = {}
+            self._cell = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._cell = None
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _line(self, line: str) -> None:
+        # A text progress bar redraws itself with carriage returns: what shows is the last draw.
+        line = line.rstrip("\r").rsplit("\r", 1)[-1].rstrip()
+        if line:
+            self._say(f"    | {line}")
+            self._last_line = time.monotonic()
+
+    def _say(self, line: str) -> None:
+        self.log(_cut(line, self.width))
+
+    def _beat(self) -> None:
+        with self._lock:
+            while not self._closed:
+                now = time.monotonic()
+                due = self._last_line + self.heartbeat
+                if self._cell is None or now < due:
+                    self._wake.wait(timeout=None if self._cell is None else due - now)
+                    continue
+                partial = [p.rsplit("\r", 1)[-1].strip() for p in self._partial.values()]
+                shown = "; ".join([p for p in partial if p] + self._bars())
+                self._say(f"  cell {self.number.get(self._cell, '?')}/{self.total} still running, "
+                          f"{_duration(now - self._started)}" + (f": {shown}" if shown else ""))
+                self._last_line = now
+
+
+def _progress_client(nb, progress: Optional[CellProgress], **kw):
+    """An nbclient NotebookClient for ``nb`` that tells ``progress`` what the kernel does."""
+    from nbclient import NotebookClient
+
+    if progress is None:
+        return NotebookClient(nb, **kw)
+
+    class ProgressClient(NotebookClient):
+        def output(self, outs, msg, display_id, cell_index):
+            out = super().output(outs, msg, display_id, cell_index)
+            if msg["msg_type"] == "stream":
+                progress.stream(msg["content"].get("text", ""), msg["content"].get("name", "stdout"))
+            return out
+
+        def handle_comm_msg(self, outs, msg, cell_index):
+            super().handle_comm_msg(outs, msg, cell_index)
+            content = msg["content"]
+            progress.widget(msg["msg_type"], content.get("comm_id", ""), (content.get("data") or {}).get("state"))
+
+    def started(cell, cell_index, **_):
+        progress.cell_started(cell_index, cell.source)
+
+    def finished(cell_index, **_):
+        progress.cell_finished(cell_index)
+
+    return ProgressClient(nb, on_cell_execute=started, on_cell_executed=finished, **kw)
+
+
 # --------------------------------------------------------------------------- execution
 
 @contextlib.contextmanager
@@ -235,14 +453,16 @@ def _failure(nb, exc: Exception) -> str:
 
 def run_notebook(path: PathLike, out_path: PathLike, params: Optional[Dict[str, object]] = None,
                  smoke: bool = False, cwd: Optional[PathLike] = None, timeout: float = 3600,
-                 kernel: str = "python3") -> float:
+                 kernel: str = "python3", progress: Optional[Callable[[str], None]] = None,
+                 heartbeat: float = HEARTBEAT_SECONDS) -> float:
     """Execute one notebook into ``out_path``; returns its wall time in seconds.
 
     ``params`` are injected after the parameters cell; ``smoke`` sets AMPXFER_SMOKE=1 for the
     kernel (tiny data and budgets); ``cwd`` is the kernel's working folder; ``timeout`` is
-    per cell. Raises NotebookError naming the failing cell (the executed copy is written first).
+    per cell. ``progress``, when given, gets the lines of :class:`CellProgress` as the cells
+    run (``heartbeat``: seconds of silence before a "still running" line). Raises
+    NotebookError naming the failing cell (the executed copy is written first).
     """
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     nb = inject_parameters(read_notebook(path), params or {})
@@ -257,8 +477,9 @@ def run_notebook(path: PathLike, out_path: PathLike, params: Optional[Dict[str, 
 
         sockets = tempfile.mkdtemp(prefix="ampxfer-kernel-")
         km = KernelManager(kernel_name=kernel, transport="ipc", ip=os.path.join(sockets, "kernel"))
-    client = NotebookClient(nb, km=km, timeout=int(timeout), kernel_name=kernel,
-                            resources={"metadata": {"path": str(cwd)}})
+    watch = CellProgress(nb, progress, heartbeat) if progress is not None else None
+    client = _progress_client(nb, watch, km=km, timeout=int(timeout), kernel_name=kernel,
+                              resources={"metadata": {"path": str(cwd)}})
     t0 = time.monotonic()
     env = {SMOKE_ENV: "1" if smoke else None}
     try:
@@ -268,6 +489,8 @@ def run_notebook(path: PathLike, out_path: PathLike, params: Optional[Dict[str, 
         write_notebook(nb, out_path)
         raise NotebookError(f"{Path(path).name} failed at {_failure(nb, exc)}; the executed copy is {out_path}") from None
     finally:
+        if watch is not None:
+            watch.close()
         # nbclient only stops kernels it started itself; ours would linger until we exit.
         if km is not None and km.has_kernel:
             km.shutdown_kernel(now=False)  # also removes its connection file
@@ -290,11 +513,14 @@ def suite_params(name: str, out_dir: Path, budget: Optional[str], nb) -> Dict[st
 
 def run_suite(out_dir: PathLike, names: Optional[Sequence[str]] = None, smoke: bool = False,
               budget: Optional[str] = None, extra: Optional[Dict[str, object]] = None, timeout: float = 3600,
-              log: Callable[[str], None] = print, folder: PathLike = NOTEBOOK_DIR) -> List[NotebookRun]:
+              log: Callable[[str], None] = print, folder: PathLike = NOTEBOOK_DIR,
+              progress: Optional[Callable[[str], None]] = None,
+              heartbeat: float = HEARTBEAT_SECONDS) -> List[NotebookRun]:
     """Run notebooks in suite order into ``out_dir`` (executed copies and all their files).
 
     ``extra`` parameters go to every notebook that defines them (at least one must);
-    ``folder`` holds the suite's notebooks.
+    ``folder`` holds the suite's notebooks. ``log`` gets a line as each notebook starts and
+    ends; ``progress`` (None: nothing) the cells' progress in between (see :func:`run_notebook`).
     """
     if budget is not None and budget not in BUDGETS:
         raise ConfigError(f"--budget must be one of {', '.join(BUDGETS)}, not {budget!r}")
@@ -314,7 +540,8 @@ def run_suite(out_dir: PathLike, names: Optional[Sequence[str]] = None, smoke: b
         params.update({k: v for k, v in extra.items() if k in own})
         target = out / path.name
         log(f"running {path.name} -> {target}" + (" (smoke)" if smoke else ""))
-        seconds = run_notebook(path, target, params, smoke=smoke, cwd=out, timeout=timeout)
+        seconds = run_notebook(path, target, params, smoke=smoke, cwd=out, timeout=timeout,
+                               progress=progress, heartbeat=heartbeat)
         log(f"  done in {seconds:.0f} s")
         runs.append(NotebookRun(path.name, path, target, seconds))
     log(f"{len(runs)} notebook(s) in {time.monotonic() - t_all:.0f} s; outputs in {out}")

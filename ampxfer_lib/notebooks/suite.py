@@ -30,7 +30,7 @@ import numpy as np
 
 from ampxfer_lib.data.dataset import load_dataset
 from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare
-from ampxfer_lib.errors import ConfigError
+from ampxfer_lib.errors import AmpxferError, ConfigError
 from ampxfer_lib.fileio import PathLike, atomic_write_json
 
 #: Smoke mode's switch, for the notebooks and the runner that starts their kernels.
@@ -362,3 +362,40 @@ def own_recordings(di: str, source: str, target: str, how: str, out_dir: PathLik
     else:
         raise ConfigError("give MY_SOURCE (the DI through a device like the new one) or a STARTING_MODEL to start from")
     return recordings, [{"name": "mine", "source": source_spec, "target": {"data": "data/my_target"}}]
+
+
+#: What notebook 01 says after a check of your recordings failed (appended to the error's line).
+OWN_RECORDINGS_FIX = ('fix that in the parameters cell (or the file) and run this notebook again; DATA = "sample" '
+                      "runs the suite on the sample data instead")
+
+
+def prepare_own_recordings(di: str, source: str, target: str, how: str, out_dir: PathLike, config: PrepareConfig,
+                           starting_models: str = "", log: Callable[[str], None] = print
+                           ) -> Tuple[Dict[str, dict], List[dict]]:
+    """Notebook 01 with ``DATA = "my recordings"``: your files found, checked and prepared.
+
+    Arguments as :func:`own_recordings`; ``config``: the data preparation; ``starting_models``:
+    the notebook's comma-separated catalogue names, the first of which is fetched as the
+    starting model when ``source`` is empty. Returns ``(manifests, pairs)``: name -> manifest
+    of ``out_dir/data/<name>`` (see :func:`prepare_devices`) and the study pair.
+
+    A recording that fails a check (or a missing file, an unreachable starting model) raises
+    that error, of the same class, as one line: ``your recordings cannot be used: <the
+    error>; <what to do>``. Nothing is prepared in their place: a suite of results about
+    devices that are not yours would look like an answer and be none.
+    """
+    from ampxfer_lib.notebooks import colab
+
+    out = Path(out_dir)
+    try:
+        start, knobs = None, []
+        names = [n.strip() for n in starting_models.split(",") if n.strip()]
+        if not source and names:
+            start = colab.fetch_starting_model(names[0], out / "models", timeout=15, log=log)
+            knobs = [1.0] * colab.STARTING_MODELS[names[0]].knobs  # a conditioned capture: knob fully up
+        recordings, pairs = own_recordings(di, source, target, how, out, start, knobs, log=log)
+        manifests = prepare_devices(recordings, out, config, overwrite=False, log=log)
+    except AmpxferError as exc:
+        # Same class, so the command line's exit code and an `except AudioError` still hold.
+        raise type(exc)(f"your recordings cannot be used: {exc}; {OWN_RECORDINGS_FIX}") from None
+    return manifests, pairs
