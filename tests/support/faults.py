@@ -525,7 +525,7 @@ def _(fx, d):
 
 
 @case("prepare_out_other_files", "prepare", "error", "--out folder holding the user's own files",
-      error=r"^error: \S*mine: the folder holds other files; choose a new or empty --out folder")
+      error=r"^error: \S*mine: the folder holds other files \(notes\.txt, \.\.\.\); choose a new or empty --out folder")
 def _(fx, d):
     xin, tgt = _pair(d, fx)
     (d / "mine").mkdir()
