@@ -34,7 +34,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, Optional
 
 from ampxfer_lib.errors import AmpxferError, ConfigError, OutputError
 from ampxfer_lib.fileio import PathLike, atomic_write_json, make_dirs, sha256_file
@@ -343,16 +343,6 @@ def record_files(folder: PathLike, names: Iterable[str]) -> None:
     atomic_write_json(folder / FILES, {"format": FILES_FORMAT, "files": dict(sorted(files.items()))})
 
 
-def forget_files(folder: PathLike, names: Iterable[str]) -> None:
-    """Drop ``names`` (files ampxfer removed) from the record."""
-    folder = Path(folder)
-    files = _read_files(folder)
-    if any(n in files for n in names):
-        for n in names:
-            files.pop(n, None)
-        atomic_write_json(folder / FILES, {"format": FILES_FORMAT, "files": files})
-
-
 def ours(folder: PathLike, name: str) -> bool:
     """Whether ``folder/name`` is a file ampxfer wrote and nobody changed since."""
     folder = Path(folder)
@@ -361,25 +351,6 @@ def ours(folder: PathLike, name: str) -> bool:
         return want is not None and sha256_file(folder / name) == want
     except OSError:
         return False
-
-
-def not_ours(folder: PathLike) -> List[str]:
-    """The visible files in ``folder`` ampxfer cannot prove it wrote, sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    files = _read_files(folder)
-    out = []
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith("."):
-            continue
-        want = files.get(p.name)
-        try:
-            if want is None or not p.is_file() or sha256_file(p) != want:
-                out.append(p.name)
-        except OSError:
-            out.append(p.name)
-    return out
 
 
 def check_leftovers(folder: PathLike, is_our_name: Callable[[str], bool], overwrite: bool,

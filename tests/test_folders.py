@@ -308,3 +308,17 @@ def test_plan_json_is_portable(tmp_path):
     old = dict(stored, runs=[dict(r, run_dir="/old/place/" + r["run_dir"]) for r in stored["runs"]])
     (new / PLAN).write_text(json.dumps(old))
     assert all(s.run_dir.startswith("/old/place/runs/") for s in read_plan(new)[1])
+
+
+def test_export_and_import_remove_a_killed_writes_temporary(tmp_path, capsys):
+    from ampxfer_lib.cli.main import main
+    from ampxfer_lib.model.formats import neuralpi
+    from ampxfer_lib.model.network import AmpLSTM, ModelConfig
+
+    neuralpi.save(AmpLSTM(ModelConfig(hidden_size=4)).weights(), tmp_path / "m.json")
+    (tmp_path / ".out.json.abc_1234.tmp").write_text("{half")
+    assert main(["export", "--model", str(tmp_path / "m.json"), "--format", "rtneural",
+                 "--out", str(tmp_path / "out.json")]) == 0
+    (tmp_path / ".back.json.zz99xx00.tmp").write_text("{half")
+    assert main(["import", "--model", str(tmp_path / "out.json"), "--out", str(tmp_path / "back.json")]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["back.json", "m.json", "out.json"]

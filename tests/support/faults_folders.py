@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ampxfer_lib.folders import LOCK
-from tests.support.faults import RUN_ARGS, Setup, _di, _pair, _prepare, _render, _train, case, make_read_only
+from tests.support.faults import RUN_ARGS, _di, _pair, _prepare, _render, _train, case, make_read_only
 
 HELD = (r"in use by another ampxfer process \({purpose}: pid \d+ on \S+, since \S+ \S+ UTC, last heartbeat \d+ s "
         r"ago\); wait for it to finish or stop it, then rerun\. A holder that died is taken over at once on its own "
