@@ -234,6 +234,9 @@ class FolderLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             return False
+        except FileNotFoundError:
+            make_dirs(self.folder)  # the last holder made the folder and removed it on release
+            return False
         except OSError as exc:
             raise OutputError(f"{self.folder}: cannot create its lock file ({exc.strerror or exc}); check that "
                               "the folder is writable") from None
