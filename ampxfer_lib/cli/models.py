@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ampxfer_lib.cli.common import resolve_model_path
 from ampxfer_lib.errors import ConfigError
+from ampxfer_lib.fileio import remove_stale_temporaries
 
 FORMAT_CHOICES = ("neuralpi", "rtneural", "nam", "agam", "proteus", "aidax")
 
@@ -26,6 +27,7 @@ def _check_out(out: Path, model_path: Path, overwrite: bool) -> None:
         raise ConfigError(f"{out}: is the --model file itself; choose another --out")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out}: exists; choose another --out or pass --overwrite")
+    remove_stale_temporaries(out.parent, [out.name])  # what a killed earlier write of this file left
 
 
 def add_export(sub) -> None:

@@ -73,9 +73,9 @@ def add_render(sub) -> None:
 
 
 def run_render(args) -> int:
-    from ampxfer_lib.data.audio import check_finite, read_audio, resample, write_audio
+    from ampxfer_lib.data.audio import check_finite, read_audio, resample
     from ampxfer_lib.model.formats import load_model
-    from ampxfer_lib.model.render import render
+    from ampxfer_lib.model.render import render, write_render
 
     model_path = resolve_model_path(args.model)
     weights = load_model(model_path)
@@ -95,8 +95,10 @@ def run_render(args) -> int:
     rate = weights.config.sample_rate
     x = resample(clip.samples, clip.sample_rate, rate)
     y = render(weights, x, args.knob)
-    write_audio(out, y, rate, subtype="FLOAT" if out.suffix.lower() == ".wav" else "PCM_24")
+    clipped = write_render(out, y, rate)
     print(f"wrote {out}: {len(y) / rate:.2f} s at {rate} Hz")
+    if clipped:
+        eprint(f"warning: {clipped}")
     return 0
 
 

@@ -30,6 +30,7 @@ from ampxfer_lib.data.audio import (AudioClip, CheckConfig, Finding, check_recor
 from ampxfer_lib.data.dataset import DATA_FORMAT, DATA_FORMAT_VERSION, MANIFEST, SPLITS
 from ampxfer_lib.errors import AudioError, ConfigError
 from ampxfer_lib.fileio import PathLike, atomic_write_json, make_dirs, sha256_file
+from ampxfer_lib.folders import check_leftovers, holds_folder, record_files
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,11 @@ def _split_bounds(n: int, config: PrepareConfig, names: str) -> Dict[str, Tuple[
     return {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
 
 
+def is_data_file_name(name: str) -> bool:
+    """Whether ``name`` is one :func:`_file_name` gives (``train_input.wav``, ``val_c01_target.wav``)."""
+    return name.endswith(".wav") and name.split("_")[0] in SPLITS
+
+
 def _file_name(split: str, capture: int, n_captures: int, role: str) -> str:
     if n_captures == 1:
         return f"{split}_{role}.wav"
@@ -242,10 +248,8 @@ def _check_out_dir(out: Path, sources: Sequence[str], overwrite: bool) -> Option
     if not entries:
         return None
     if not manifest_path.exists():
-        ours = all(p.name.endswith(".wav") and p.name.split("_")[0] in SPLITS for p in entries)
-        if ours and not any(os.path.realpath(p) in src for p in entries):
-            return None  # leftovers of an interrupted prepare
-        raise ConfigError(f"{out}: the folder holds other files; choose a new or empty --out folder for prepared data")
+        check_leftovers(out, is_data_file_name, overwrite, src)
+        return None  # leftovers of an interrupted prepare, proven by the record of ampxfer's files
     try:
         old = json.loads(manifest_path.read_text())
     except (OSError, ValueError):
@@ -263,6 +267,7 @@ def _manifest_files(manifest: dict) -> List[str]:
     return files
 
 
+@holds_folder("out_dir", "prepare")
 def prepare(captures: Sequence[CaptureSpec], out_dir: PathLike, config: PrepareConfig = PrepareConfig(),
             overwrite: bool = False, knob_names: Sequence[str] = (),
             log: Optional[Callable[[str], None]] = None) -> dict:
@@ -372,7 +377,9 @@ def prepare(captures: Sequence[CaptureSpec], out_dir: PathLike, config: PrepareC
             a, b = bounds[split]
             write_audio(out / entry["input"], x[a:b].astype(np.float32), config.rate)
             write_audio(out / entry["target"], y[a:b].astype(np.float32), config.rate)
+            record_files(out, (entry["input"], entry["target"]))  # a kill from here on leaves provable leftovers
     atomic_write_json(out / MANIFEST, manifest)
+    record_files(out, (MANIFEST,))
     return manifest
 
 

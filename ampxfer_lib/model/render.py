@@ -511,3 +511,33 @@ def render_sweep(weights: ModelWeights, audio: np.ndarray,
 
     _map(work, groups, n_threads)
     return y
+
+
+# --------------------------------------------------------------------------- writing a render
+
+def write_render(path, y: np.ndarray, rate: int) -> Optional[str]:
+    """Write a render (T,) float32 to ``path`` (.wav: 32-bit float; .flac: 24-bit) and return
+    a warning line when the file cannot hold it as it is (None otherwise).
+
+    A model may put out more than full scale (a hot capture, a loud input). A float WAV
+    keeps that; FLAC is integer PCM, which clips everything above full scale. The render is
+    written unchanged (scaling it would misrepresent the device's level), and the warning
+    gives the peak and what to do. The hidden temporaries of a killed earlier write of the
+    same file are removed first.
+    """
+    from pathlib import Path
+
+    from ampxfer_lib.data.audio import write_audio
+    from ampxfer_lib.fileio import remove_stale_temporaries
+
+    path = Path(path)
+    flac = path.suffix.lower() == ".flac"
+    remove_stale_temporaries(path.parent, [path.name])
+    write_audio(path, y, rate, subtype="PCM_24" if flac else "FLOAT")
+    peak = float(np.max(np.abs(y))) if len(y) else 0.0
+    if flac and peak > 1.0:
+        over = int(np.count_nonzero(np.abs(y) > 1.0))
+        return (f"{path}: the render peaks at {20 * np.log10(peak):+.1f} dBFS ({peak:.2f}x full scale) and FLAC "
+                f"clipped its {over} sample(s) above full scale; write a .wav (32-bit float keeps them) or lower "
+                f"the input level by {20 * np.log10(peak):.1f} dB")
+    return None

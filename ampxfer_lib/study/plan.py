@@ -25,6 +25,7 @@ Layout of a study folder::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -165,16 +166,53 @@ def run_state(spec: RunSpec) -> str:
     return "done"
 
 
+def _inside(path: str, out: Path) -> str:
+    """``path`` relative to ``out`` (posix separators) when it lies inside, else unchanged."""
+    if not isinstance(path, str) or not os.path.isabs(path):
+        return path
+    for base in (out, Path(os.path.abspath(out)), out.resolve()):
+        try:
+            return Path(path).relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return path
+
+
+def _portable(obj, out: Path):
+    # Every absolute path inside the study folder becomes relative to it, wherever it sits.
+    if isinstance(obj, dict):
+        return {k: _portable(v, out) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_portable(v, out) for v in obj]
+    return _inside(obj, out)
+
+
+def _located(path: Optional[str], out: Path) -> Optional[str]:
+    return path if not path or os.path.isabs(path) else str(out / path)
+
+
 def write_plan(config: StudyConfig, specs: Sequence[RunSpec], out_dir: PathLike, smoke: bool) -> None:
-    """``out_dir/plan.json``: the config and every planned run (written before any training)."""
-    atomic_write_json(Path(out_dir) / PLAN, {"config": config.to_dict(), "smoke": smoke,
-                                             "runs": [s.to_dict() for s in specs]})
+    """``out_dir/plan.json``: the config and every planned run (written before any training).
+
+    Paths inside the study folder are stored relative to it, so the folder still works
+    moved, copied to Google Drive or unzipped on another machine; paths outside it (data
+    the study only reads) stay as they are."""
+    out = Path(out_dir)
+    atomic_write_json(out / PLAN, _portable({"config": config.to_dict(), "smoke": smoke,
+                                             "runs": [s.to_dict() for s in specs]}, out))
 
 
 def read_plan(out_dir: PathLike) -> Tuple[StudyConfig, List[RunSpec]]:
-    """The config and the runs a study folder was planned with (its ``plan.json``)."""
-    path = Path(out_dir) / PLAN
+    """The config and the runs a study folder was planned with (its ``plan.json``); relative
+    paths resolve against the folder where it is now (plans with absolute paths still load)."""
+    out = Path(os.path.abspath(out_dir))
+    path = out / PLAN
     d = ckpt.read_json(path)
     if d is None:
         raise RunFolderError(f"{path}: no study plan here; run `ampxfer study --config STUDY.json --out {out_dir}`")
-    return StudyConfig.from_dict(d["config"], str(path)), [RunSpec.from_dict(r) for r in d["runs"]]
+    specs = []
+    for r in d["runs"]:
+        r = dict(r, run_dir=_located(r["run_dir"], out))
+        r["config"] = dict(r["config"], **{k: _located(r["config"].get(k), out) for k in ("data", "init_from")})
+        specs.append(RunSpec.from_dict(r))
+    return StudyConfig.from_dict(d["config"], str(path)).resolve(out), specs

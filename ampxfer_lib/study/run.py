@@ -23,6 +23,7 @@ from ampxfer_lib.model.formats import load_model, save_model
 from ampxfer_lib.model.weights import ModelConfig
 from ampxfer_lib.study.config import StudyConfig
 from ampxfer_lib.study.executors import Executor, InProcessExecutor, check_dependencies
+from ampxfer_lib.folders import holds_folder
 from ampxfer_lib.study.plan import ROLES, STUDY_FILES, RunSpec, folded_source_path, plan_study, run_state, write_plan
 from ampxfer_lib.study.report import load_results, write_report
 from ampxfer_lib.model.weights import fold_knobs
@@ -145,6 +146,7 @@ def train_runs(todo: Sequence[RunSpec], done: Sequence[str], executor: Executor,
     return summaries
 
 
+@holds_folder("out_dir", "study")
 def run_study(config: StudyConfig, out_dir: PathLike, executor: Optional[Executor] = None, smoke: bool = False,
               progress: bool = True, log: Callable[[str], None] = print, figures: bool = True,
               roles: Optional[Sequence[str]] = None) -> StudyOutcome:

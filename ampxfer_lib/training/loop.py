@@ -44,12 +44,14 @@ from ampxfer_lib.training.regularize import ema_update_, l2_sp
 from ampxfer_lib.training.schedule import adaptive_lr
 from ampxfer_lib.training.evaluate import evaluate, predict
 from ampxfer_lib.training.losses import esr_numpy, make_loss
+from ampxfer_lib.folders import holds_folder
 from ampxfer_lib.training.run_folder import RunFolder, RunState, make_summary, start_fingerprints, starting_model
 from ampxfer_lib.training.tbptt import tbptt_batch, tbptt_windows
 from ampxfer_lib.transfer.init_from import InitSource, adapt_to
 from ampxfer_lib.transfer.level_match import match_level, spread_stretches
 
 
+@holds_folder("out_dir", "train")
 def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] = (), overwrite: bool = False,
           log: bool = True) -> dict:
     """Train a run into ``out_dir``, resuming it if the folder holds its checkpoint; returns

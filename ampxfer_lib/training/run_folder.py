@@ -2,10 +2,11 @@
 
 A command names a folder (``--out``); :meth:`RunFolder.claim` decides what happens there:
 
-* no folder, or an empty one (or the leftovers of a run killed before its ``config.json``):
-  a fresh start;
+* no folder, or an empty one (hidden temporaries of a run killed before its ``config.json``
+  are removed): a fresh start;
 * a folder holding other files: refused, whatever the flags (nothing of the user's is
-  ever deleted);
+  ever deleted); files with a run's names (``model_best.json``) but no ``config.json`` to
+  prove a run wrote them are the user's: refused, or replaced with ``--overwrite``;
 * the same run (same identity, data and starting model compared by content): resume from
   its checkpoint; a finished run is not retrained, unless ``max_epochs`` was raised above
   the epochs done (it is extended), and a diverged one says so;
@@ -242,11 +243,18 @@ class RunFolder:
         old = ckpt.read_json(out / ckpt.CONFIG) if out.exists() else None
         if old is None:
             if out.exists():
-                foreign = [p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in ckpt.RUN_FILES]
+                # Without config.json nothing here is provably a run's: config.json is the first
+                # file a run writes, so a kill before it leaves only hidden temporaries.
+                visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+                foreign = [n for n in visible if n not in ckpt.RUN_FILES]
                 if foreign:
                     raise RunFolderError(f"{out}: the folder holds other files ({foreign[0]}, ...); choose a new --out "
                                          "folder for the run")
-                self._remove_run_files()  # leftovers of a run killed before its config was written
+                if visible and not overwrite:
+                    raise RunFolderError(f"{out}: holds {visible[0]}, which no ampxfer run wrote here (there is no "
+                                         f"{ckpt.CONFIG}); move it away or choose a new --out folder, or pass "
+                                         "--overwrite to replace it")
+                self._remove_run_files()
             return None
         differences = self._differences(old)
         if differences:
