@@ -70,13 +70,15 @@ class AudioClip:
         return len(self.samples) / self.sample_rate
 
 
-def read_audio(path: PathLike, channel: Optional[int] = None, role: str = "audio") -> AudioClip:
+def read_audio(path: PathLike, channel: Optional[int] = None, role: str = "audio",
+               flag: str = "--channel") -> AudioClip:
     """Read any file soundfile can decode (WAV 8/16/24/32-bit int or float, FLAC, ...).
 
     Mono files are returned as they are. For multi-channel files ``channel`` (0-based)
     picks one; without it, channels must be identical (a mono signal saved as stereo),
     otherwise the file is refused, since picking one silently could pick the wrong mic.
-    ``role`` ("input", "target") only words the messages.
+    ``role`` ("input", "target") and ``flag`` (the option that picks the channel) only word
+    the messages.
     """
     import soundfile as sf
 
@@ -110,14 +112,14 @@ def read_audio(path: PathLike, channel: Optional[int] = None, role: str = "audio
         return AudioClip(path, data[:, 0].copy(), rate, 1, subtype, None)
     if channel is not None:
         if not 0 <= channel < n_channels:
-            raise AudioError(f"{path}: has {n_channels} channels, so --channel must be 0..{n_channels - 1}, "
+            raise AudioError(f"{path}: has {n_channels} channels, so {flag} must be 0..{n_channels - 1}, "
                              f"not {channel}")
         return AudioClip(path, data[:, channel].copy(), rate, n_channels, subtype, channel)
     peak = float(np.max(np.abs(data))) if data.size else 0.0
     spread = float(np.max(np.abs(data - data[:, :1])))
     if spread > 1e-6 * max(peak, 1e-12):
         raise AudioError(f"{path}: is {n_channels}-channel and the channels differ; choose the one that "
-                         f"holds the {role} with --channel N (0 = left, 1 = right)")
+                         f"holds the {role} with {flag} N (0 = left, 1 = right)")
     return AudioClip(path, data[:, 0].copy(), rate, n_channels, subtype, None)
 
 

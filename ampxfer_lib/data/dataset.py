@@ -37,6 +37,7 @@ from ampxfer_lib.data.audio import (AudioClip, CheckConfig, Finding, check_recor
                     write_audio)
 from ampxfer_lib.errors import AudioError, ConfigError
 from ampxfer_lib.fileio import PathLike, atomic_write_json, make_dirs, sha256_file
+from ampxfer_lib.validate import check_prepare_config
 
 MANIFEST = "manifest.json"
 DATA_FORMAT = "ampxfer-data"
@@ -56,12 +57,16 @@ class PrepareConfig:
     limited_seconds: float = 30.0
     channel: Optional[int] = None
     flip_polarity: bool = False
+    # One stereo file with the DI on one channel and the device on the other: a channel per role.
+    input_channel: Optional[int] = None  # None: ``channel``
+    target_channel: Optional[int] = None
     gap_seconds: float = 0.25
     segment_seconds: float = 0.5
     holdout_knob: Optional[float] = None  # conditioned data: a knob value kept for testing only
     checks: CheckConfig = CheckConfig()
 
     def __post_init__(self):
+        check_prepare_config(self)
         if self.rate < 8000 or self.rate > 192000:
             raise ConfigError(f"--rate {self.rate} is not a usable model rate (44100 or 48000)")
         if self.align not in ("auto", "off"):
@@ -118,11 +123,17 @@ def _source_info(clip: AudioClip) -> dict:
     }
 
 
+def _channel(own: Optional[int], shared: Optional[int]) -> Optional[int]:
+    return shared if own is None else own
+
+
 def prepare_pair(input_path: PathLike, target_path: PathLike, config: PrepareConfig) -> PreparedPair:
     """Read, check, resample and align one recording pair (raises AudioError on errors)."""
     checks = config.checks
-    x_clip = read_audio(input_path, config.channel, role="input")
-    y_clip = read_audio(target_path, config.channel, role="target")
+    x_clip = read_audio(input_path, _channel(config.input_channel, config.channel), role="input",
+                        flag="--input-channel" if config.input_channel is not None else "--channel")
+    y_clip = read_audio(target_path, _channel(config.target_channel, config.channel), role="target",
+                        flag="--target-channel" if config.target_channel is not None else "--channel")
     findings = check_recording(x_clip, "input", checks) + check_recording(y_clip, "target", checks)
     if x_clip.sample_rate != y_clip.sample_rate:
         raise AudioError(
