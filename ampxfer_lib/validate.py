@@ -119,7 +119,11 @@ def check_fields(obj, rules: Dict[str, Dict[str, Any]], flags: Iterable[str] = (
         elif kind == "bool":
             flag_bool(value, label, rule.get("optional", False), error)
         else:
-            number(value, label, error=error, where=where, **rule)
+            checked = number(value, label, error=error, where=where, **rule)
+            if checked is not value and checked is not None:
+                # 3.0 for a count becomes 3, 1 for a rate 1.0: torch and the JSON record see one
+                # type per field (the dataclass is frozen, so past its own __setattr__).
+                object.__setattr__(obj, name, checked)
 
 
 def _arg(integer: bool, lo, hi, lo_open, hi_open) -> Callable[[str], object]:

@@ -49,7 +49,11 @@ def run_train(args) -> int:
         freeze_lstm_epochs=args.freeze_lstm_epochs, keep_optimizer=args.keep_optimizer or None,
         grad_clip=args.grad_clip, seed=args.seed, threads=args.threads, device=args.device,
     )
-    overrides.update(key_values(args.set))
+    sets = key_values(args.set)
+    for key in ("data", "preset"):
+        if key in sets:
+            raise ConfigError(f"--set {key}=...: {key} has its own flag; pass --{key} instead")
+    overrides.update(sets)
     config = make_config(args.data, args.preset, **overrides)
     callbacks = {"lines": [LogLines()], "bar": [TqdmProgress()], "none": []}[args.progress]
     callbacks.insert(0, WarningLines(eprint))

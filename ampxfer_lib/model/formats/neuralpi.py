@@ -80,7 +80,8 @@ def from_json_obj(obj: Any, source: str = "model") -> ModelWeights:
         if name not in sd:
             raise ModelFormatError(f"{source}: weight {name!r} is missing; the file is incomplete")
         try:
-            arr = np.asarray(sd[name], dtype=np.float32)
+            with np.errstate(over="ignore"):  # beyond float32: inf, refused below
+                arr = np.asarray(sd[name], dtype=np.float32)
         except (TypeError, ValueError):
             raise ModelFormatError(f"{source}: weight {name!r} is not a numeric array; the file "
                                    "is damaged") from None
