@@ -25,7 +25,7 @@ def add_train(sub) -> None:
     p.add_argument("--no-skip", action="store_true", help="train without the skip connection (for NAM export)")
     p.add_argument("--max-epochs", type=arg_int(1), default=None)
     p.add_argument("--patience", type=arg_int(0), default=None, help="validations without improvement before stopping")
-    p.add_argument("--lr", type=arg_float(0, 1, lo_open=True), default=None)
+    p.add_argument("--lr", type=arg_float(0, lo_open=True), default=None)
     p.add_argument("--freeze-lstm-epochs", type=arg_int(-1), default=None, help="train only the dense layer for N epochs (-1: all)")
     p.add_argument("--keep-optimizer", action="store_true", help="keep the optimiser state of the --init-from run")
     p.add_argument("--grad-clip", type=arg_float(0, lo_open=True), default=None)

@@ -56,7 +56,7 @@ class Finding:
 
 @dataclass
 class AudioClip:
-    """A mono recording as read from disk. ``samples`` is (T,) float64 in [-1, 1]."""
+    """A mono recording as read from disk. ``samples`` is (T,) float64 in [-1, 1] (a float file may exceed it)."""
 
     path: str
     samples: np.ndarray
@@ -191,7 +191,20 @@ def check_recording(clip: AudioClip, role: str, checks: CheckConfig) -> List[Fin
         lvl = "-inf" if math.isinf(level) else f"{level:.1f}"
         raise AudioError(f"{clip.path}: the {role} is silent (RMS {lvl} dBFS, below {checks.silence_dbfs:g}); {hint}")
     findings: List[Finding] = []
-    runs = clipping_runs(x, checks.clip_level, checks.clip_run)
+    peak = float(np.max(np.abs(x)))
+    clip_level = checks.clip_level
+    if peak > 1.0:  # only float files hold values beyond full scale
+        findings.append(Finding(
+            "over_range", clip.path,
+            f"the {role} is float audio peaking at {peak:.2f} ({peak_dbfs(x):+.1f} dBFS), above full scale: nothing "
+            "clipped in the file, but a plugin or interface playing this level would; lower both recordings by the "
+            f"same gain (at least {peak_dbfs(x) + 1:.0f} dB) in the DAW and export again",
+            {"peak": peak},
+        ))
+        # Flat tops at the file's own peak are still clipping (a DAW bus that clipped before
+        # the float export); values beyond 1.0 alone are not.
+        clip_level = checks.clip_level * peak
+    runs = clipping_runs(x, clip_level, checks.clip_run)
     if runs:
         times = [round(s / clip.sample_rate, 3) for s, _ in runs]
         shown = ", ".join(f"{t:.2f} s" for t in times[:5]) + (" ..." if len(times) > 5 else "")

@@ -33,6 +33,7 @@ import numpy as np
 
 from ampxfer_lib import __version__
 from ampxfer_lib.data.align import compensate, estimate_latency
+from ampxfer_lib.data.checks_pair import flip_findings, timing_findings
 from ampxfer_lib.data.audio import (AudioClip, CheckConfig, Finding, check_recording, read_audio, resample,
                     write_audio)
 from ampxfer_lib.errors import AudioError, ConfigError
@@ -167,7 +168,9 @@ def prepare_pair(input_path: PathLike, target_path: PathLike, config: PrepareCon
             raise AudioError(f"--align {latency}: more than the {window:g} s latency window")
     x, y = compensate(x, y, latency)
 
+    findings += timing_findings(est, x, y, config.rate, y_clip.path, x_clip.path)
     rho = lowpass_correlation(x, y, config.rate)
+    findings += flip_findings(config.flip_polarity, est, rho, checks.polarity_correlation, y_clip.path)
     gain = -1.0 if config.flip_polarity else 1.0
     if (not config.flip_polarity and est.in_window and est.polarity < 0
             and rho <= -checks.polarity_correlation):

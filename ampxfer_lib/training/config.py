@@ -179,7 +179,7 @@ TRAIN_FIELD_RULES: Dict[str, Dict[str, Any]] = {
     "batch_size": dict(integer=True, lo=1, hi=100000),
     "warmup_samples": dict(integer=True, lo=0, hi=10 ** 7),
     "tbptt_samples": dict(integer=True, lo=1, hi=10 ** 7),
-    "lr": dict(lo=0, hi=1, lo_open=True),
+    "lr": dict(lo=0, lo_open=True),  # no ceiling: a rate too high diverges, and says so
     "weight_decay": dict(lo=0, hi=1),
     "esr_weight": dict(lo=0), "dc_weight": dict(lo=0),
     "pre_emphasis": dict(lo=-1, hi=1, optional=True),
