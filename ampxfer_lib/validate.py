@@ -61,20 +61,21 @@ def number(value, name: str, *, integer: bool = False, lo: Optional[float] = Non
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise error(f"{prefix}{name} must be {want}, not {value!r}")
     # numpy scalars (np.float32 is no float subclass) become plain Python numbers.
-    value = int(value) if isinstance(value, numbers.Integral) else float(value)
+    raw = value  # messages show the value as given
+    value = int(value) if isinstance(value, numbers.Integral) and integer else float(value)
     if isinstance(value, float) and not math.isfinite(value):
         raise error(f"{prefix}{name} must be {want}, not {value!r}")
     if integer:
         if isinstance(value, float):
             if value != int(value):
-                raise error(f"{prefix}{name} must be {want}, not {value!r}")
+                raise error(f"{prefix}{name} must be {want}, not {raw!r}")
             value = int(value)
         if abs(value) > MAX_INT:
-            raise error(f"{prefix}{name} {value} is absurdly large; it must be {want}")
+            raise error(f"{prefix}{name} {raw} is absurdly large; it must be {want}")
     too_low = lo is not None and (value <= lo if lo_open else value < lo)
     too_high = hi is not None and (value >= hi if hi_open else value > hi)
     if too_low or too_high:
-        raise error(f"{prefix}{name} must be {want}, not {value!r}")
+        raise error(f"{prefix}{name} must be {want}, not {raw!r}")
     return value
 
 

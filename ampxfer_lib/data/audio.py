@@ -18,6 +18,11 @@ from ampxfer_lib.errors import AudioError
 from ampxfer_lib.fileio import PathLike, atomic_write_bytes
 
 
+#: A float recording peaking above this (1 dB over full scale) is reported as over range
+#: rather than as clipping: a level a little over 1.0 is ordinary clipping's business.
+OVER_RANGE_PEAK = 10 ** (1 / 20)
+
+
 @dataclass(frozen=True)
 class CheckConfig:
     """Thresholds of the recording checks (the defaults of the core library issue)."""
@@ -193,7 +198,7 @@ def check_recording(clip: AudioClip, role: str, checks: CheckConfig) -> List[Fin
     findings: List[Finding] = []
     peak = float(np.max(np.abs(x)))
     clip_level = checks.clip_level
-    if peak > 1.0:  # only float files hold values beyond full scale
+    if peak > OVER_RANGE_PEAK:  # only float files hold values beyond full scale
         findings.append(Finding(
             "over_range", clip.path,
             f"the {role} is float audio peaking at {peak:.2f} ({peak_dbfs(x):+.1f} dBFS), above full scale: nothing "
@@ -202,8 +207,9 @@ def check_recording(clip: AudioClip, role: str, checks: CheckConfig) -> List[Fin
             {"peak": peak},
         ))
         # Flat tops at the file's own peak are still clipping (a DAW bus that clipped before
-        # the float export); values beyond 1.0 alone are not.
-        clip_level = checks.clip_level * peak
+        # the float export); values beyond 1.0 alone are not. Float keeps a flat top exact, so
+        # only samples at the peak itself count (0.999 of it would catch a slow sine's crest).
+        clip_level = peak * (1.0 - 1e-6)
     runs = clipping_runs(x, clip_level, checks.clip_run)
     if runs:
         times = [round(s / clip.sample_rate, 3) for s, _ in runs]
