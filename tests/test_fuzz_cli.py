@@ -219,3 +219,47 @@ def test_a_model_saved_with_a_byte_order_mark_loads(fx, tmp_path):
     a, b = load_model(path), load_model(fx.model())
     assert a.config == b.config
     assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+
+
+# --------------------------------------------------------------------------- study configs and knob specs
+
+_SWAPS = [None, "x", "", [], {}, True, -1, 0, 1.5, float("nan"), 2 ** 70, [None], [{}], {"a": 1}, "DROP"]
+
+
+def _json_variants(obj):
+    """``obj`` with each value anywhere in it replaced by each of :data:`_SWAPS` (or dropped)."""
+    def paths(o, at):
+        items = o.items() if isinstance(o, dict) else enumerate(o) if isinstance(o, list) else ()
+        for k, v in items:
+            yield at + [k]
+            yield from paths(v, at + [k])
+
+    for path in list(paths(obj, [])):
+        for value in _SWAPS:
+            o = json.loads(json.dumps(obj))
+            parent = o
+            for k in path[:-1]:
+                parent = parent[k]
+            if value == "DROP":
+                parent.pop(path[-1])
+            else:
+                parent[path[-1]] = value
+            yield o
+
+
+@pytest.mark.parametrize("kind", ["study", "spec"])
+def test_mutated_study_configs_and_knob_specs_give_one_clear_line(kind, tmp_path):
+    study = {"pairs": [{"name": "p", "source": {"model": "m.json"}, "target": {"data": "t", "name": "t"}}],
+             "seeds": [0, 1], "max_epochs": 3, "train": {"lr": 0.01}}
+    spec = {"input": "di.wav", "captures": [{"target": "a.wav", "knobs": [0.5]}], "knob_names": ["gain"]}
+    n = 0
+    for i, obj in enumerate(_json_variants(study if kind == "study" else spec)):
+        path = tmp_path / f"{kind}{i}.json"
+        path.write_text(json.dumps(obj))
+        argv = (["study", "--config", str(path), "--out", str(tmp_path / "s"), "--data-root", str(tmp_path),
+                 "--dry-run"] if kind == "study" else
+                ["prepare", "--conditioned", str(path), "--out", str(tmp_path / "o")])
+        code, stdout, stderr = faults.run_inprocess(argv)
+        _check_run(argv, None, code, stdout, stderr)
+        n += 1
+    assert n >= 150

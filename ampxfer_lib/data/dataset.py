@@ -419,10 +419,10 @@ def read_conditioned_spec(path: PathLike) -> Tuple[List[CaptureSpec], List[str]]
     """
     path = Path(path)
     try:
-        spec = json.loads(path.read_text())
+        spec = json.loads(path.read_text(encoding="utf-8-sig"))  # utf-8-sig: a BOM (Windows Notepad)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file; check the --conditioned path") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ConfigError(f"{path}: not a readable JSON spec ({exc})") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("captures"), list) or not spec["captures"]:
         raise ConfigError(f'{path}: expected {{"input": "di.wav", "captures": [{{"target": "...", "knobs": [0.5]}}]}}')
@@ -438,6 +438,9 @@ def read_conditioned_spec(path: PathLike) -> Tuple[List[CaptureSpec], List[str]]
         inp = cap.get("input", spec.get("input"))
         if inp is None:
             raise ConfigError(f"{path}: capture {i} has no 'input' and the spec has no shared 'input'")
+        for key, value in (("input", inp), ("target", cap["target"])):
+            if not isinstance(value, str):
+                raise ConfigError(f"{path}: capture {i} {key} must be a file name (text), not {value!r}")
         knobs = cap["knobs"] if isinstance(cap["knobs"], list) else [cap["knobs"]]
         try:
             knobs = tuple(float(k) for k in knobs)
@@ -445,6 +448,8 @@ def read_conditioned_spec(path: PathLike) -> Tuple[List[CaptureSpec], List[str]]
             raise ConfigError(f"{path}: capture {i} knobs must be numbers in 0..1") from None
         captures.append(CaptureSpec((resolve(inp),), (resolve(cap["target"]),), knobs))
     names = spec.get("knob_names") or []
+    if not isinstance(names, list):
+        raise ConfigError(f"{path}: knob_names must be a list of names, not {names!r}")
     return captures, [str(n) for n in names]
 
 
