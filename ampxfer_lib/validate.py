@@ -212,11 +212,10 @@ def check_prepare_config(config) -> None:
 
 # --------------------------------------------------------------------------- study
 
-def check_study_config(config) -> None:
+def check_study_config(config, train_rules: Dict[str, Dict[str, Any]]) -> None:
     """Types and ranges of a StudyConfig's own fields and of its ``train``/``transfer``
-    overrides (each checked by the TrainConfig rule of its key), named as in the JSON file."""
-    from ampxfer_lib.training.config import TRAIN_FIELD_RULES
-
+    overrides (each checked by its rule in ``train_rules``, TrainConfig's), named as in the
+    JSON file."""
     text(config.preset, "preset")
     text(config.name, "name")
     for i, seed in enumerate(config.seeds):
@@ -229,7 +228,7 @@ def check_study_config(config) -> None:
     number(config.patience, "patience", integer=True, lo=0, optional=True)
     for what in ("train", "transfer"):
         for key, value in getattr(config, what).items():
-            rule = dict(TRAIN_FIELD_RULES.get(key, {"kind": "unknown"}))
+            rule = dict(train_rules.get(key, {"kind": "unknown"}))
             kind = rule.pop("kind", "number")
             if kind == "text":
                 text(value, f"{what}.{key}", rule.get("optional", False))

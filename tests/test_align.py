@@ -416,13 +416,14 @@ def test_drift_of_silence_or_short_audio_claims_nothing():
 
 def test_a_swapped_pair_reads_as_a_target_that_leads():
     from ampxfer_lib.data.align import estimate_latency
-    from ampxfer_lib.data.checks_pair import SWAP_MARGIN, timing_findings
+    from ampxfer_lib.data.checks_pair import SWAP_MARGIN, drift_findings, swap_findings
 
     x, y, rate = _drifted_pair(0)
     est = estimate_latency(y, x, rate)  # the device's recording given as the input
     # the device's inverse is no causal filter: its onset reads a few samples before -24
     assert est.in_window and -40 <= est.samples <= -22 < -SWAP_MARGIN
-    codes = [f.code for f in timing_findings(est, y, x, rate, "di.wav", "amp.wav")]
-    assert codes == ["swapped"]
+    assert [f.code for f in swap_findings(est, y, x, rate, "di.wav", "amp.wav")] == ["swapped"]
     right = estimate_latency(x, y, rate)
-    assert [f.code for f in timing_findings(right, x, y, rate, "amp.wav", "di.wav")] == []
+    assert [f.code for f in swap_findings(right, x, y, rate, "amp.wav", "di.wav")] == []
+    a, b = compensate(x, y, right.samples)
+    assert drift_findings(a, b, rate, "amp.wav") == []

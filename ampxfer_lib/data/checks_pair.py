@@ -11,7 +11,7 @@ from typing import List
 
 import numpy as np
 
-from ampxfer_lib.data.align import LatencyEstimate, measure_drift
+from ampxfer_lib.data.align import LatencyEstimate, estimate_latency, measure_drift
 from ampxfer_lib.data.audio import Finding
 
 #: A target leading the input by more than this many samples is not an estimate landing a
@@ -22,11 +22,12 @@ SWAP_MARGIN = 2
 DRIFT_LIMIT = 1.0
 
 
-def timing_findings(est: LatencyEstimate, x: np.ndarray, y: np.ndarray, rate: int, target: str,
-                    input: str) -> List[Finding]:
-    """Swapped input and target, and clock drift, of an aligned pair ``x``, ``y`` (T,) each."""
+def swap_findings(est: LatencyEstimate, x: np.ndarray, y: np.ndarray, rate: int, target: str,
+                  input: str) -> List[Finding]:
+    """Input and target given the wrong way round: ``x``, ``y`` (T,) as recorded (before
+    alignment), ``est`` the latency measured between them."""
     findings: List[Finding] = []
-    if est.in_window and est.samples < -SWAP_MARGIN:
+    if est.in_window and est.samples < -SWAP_MARGIN and est.xcorr_lag < -SWAP_MARGIN and _reverse_is_causal(x, y, rate):
         findings.append(Finding(
             "swapped", target,
             f"the target leads the input by {-est.samples} samples ({-est.samples / rate * 1000:.1f} ms), which no "
@@ -34,6 +35,12 @@ def timing_findings(est: LatencyEstimate, x: np.ndarray, y: np.ndarray, rate: in
             "the device's recording as --target",
             {"latency_samples": est.samples},
         ))
+    return findings
+
+
+def drift_findings(x: np.ndarray, y: np.ndarray, rate: int, target: str) -> List[Finding]:
+    """Clock drift of an aligned pair ``x``, ``y`` (T,) each."""
+    findings: List[Finding] = []
     drift = measure_drift(x, y, rate)
     if abs(drift.drift_samples) > DRIFT_LIMIT:
         findings.append(Finding(
@@ -45,6 +52,14 @@ def timing_findings(est: LatencyEstimate, x: np.ndarray, y: np.ndarray, rate: in
             drift.to_dict(),
         ))
     return findings
+
+
+def _reverse_is_causal(x: np.ndarray, y: np.ndarray, rate: int) -> bool:
+    """Whether the pair read the other way round (``y`` as the input) has a delay of zero or
+    more: a swapped pair does, while a real device whose onset merely reads early (heavy
+    distortion) reads early both ways."""
+    rev = estimate_latency(y, x, rate)
+    return rev.in_window and rev.samples >= -SWAP_MARGIN
 
 
 def flip_findings(flip: bool, est: LatencyEstimate, rho: float, threshold: float, target: str) -> List[Finding]:

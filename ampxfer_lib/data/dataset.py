@@ -33,7 +33,7 @@ import numpy as np
 
 from ampxfer_lib import __version__
 from ampxfer_lib.data.align import compensate, estimate_latency
-from ampxfer_lib.data.checks_pair import flip_findings, timing_findings
+from ampxfer_lib.data.checks_pair import drift_findings, flip_findings, swap_findings
 from ampxfer_lib.data.audio import (AudioClip, CheckConfig, Finding, check_recording, read_audio, resample,
                     write_audio)
 from ampxfer_lib.errors import AudioError, ConfigError
@@ -166,9 +166,10 @@ def prepare_pair(input_path: PathLike, target_path: PathLike, config: PrepareCon
         latency = int(config.align)
         if abs(latency) > window * config.rate:
             raise AudioError(f"--align {latency}: more than the {window:g} s latency window")
+    findings += swap_findings(est, x, y, config.rate, y_clip.path, x_clip.path)
     x, y = compensate(x, y, latency)
 
-    findings += timing_findings(est, x, y, config.rate, y_clip.path, x_clip.path)
+    findings += drift_findings(x, y, config.rate, y_clip.path)
     rho = lowpass_correlation(x, y, config.rate)
     findings += flip_findings(config.flip_polarity, est, rho, checks.polarity_correlation, y_clip.path)
     gain = -1.0 if config.flip_polarity else 1.0

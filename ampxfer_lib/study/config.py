@@ -18,7 +18,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike
-from ampxfer_lib.training.config import PRESETS, TrainConfig
+from ampxfer_lib.training.config import PRESETS, TRAIN_FIELD_RULES, TrainConfig
 from ampxfer_lib.validate import check_study_config
 
 DATA_SIZES = ("full", "limited")
@@ -95,7 +95,7 @@ class StudyConfig:
     def __post_init__(self):
         if not self.pairs:
             raise ConfigError("the study has no pairs; add {\"name\", \"source\", \"target\"} entries to \"pairs\"")
-        check_study_config(self)
+        check_study_config(self, TRAIN_FIELD_RULES)
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}; one of {', '.join(sorted(PRESETS))}")
         bad = [d for d in self.data_sizes if d not in DATA_SIZES]
