@@ -82,6 +82,9 @@ class PrepareConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["checks"] = self.checks.to_dict()
+        for key in ("input_channel", "target_channel"):  # absent unless set: older manifests still match
+            if d[key] is None:
+                del d[key]
         return d
 
     @classmethod
