@@ -15,6 +15,7 @@ path, so the command line says what happened instead of showing an ``OSError``.
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -42,9 +43,14 @@ RETRY_DELAYS = (0.5, 2.0)
 write_observer: Optional[Callable[[str, Path], None]] = None
 
 
+def _tmp_stem(name: str) -> str:
+    """``name`` cut so that ``.STEM.XXXXXXXX.tmp`` fits NAME_MAX (255 bytes) like the name itself."""
+    return os.fsencode(name)[:255 - 14].decode("utf-8", errors="ignore")
+
+
 def _write_once(path: Path, data: bytes) -> None:
     observe = write_observer
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{_tmp_stem(path.name)}.", suffix=".tmp", dir=path.parent)
     try:
         try:
             # mkstemp creates 0600; give the file the permissions a plain open() would.
@@ -125,7 +131,7 @@ def remove_stale_temporaries(folder: PathLike, names: Iterable[str]) -> list:
     if not folder.is_dir():
         return removed
     for name in names:
-        for tmp in folder.glob(f".{name}.*.tmp"):
+        for tmp in folder.glob(f".{glob.escape(_tmp_stem(name))}.*.tmp"):
             try:
                 tmp.unlink()
                 removed.append(tmp.name)

@@ -165,6 +165,12 @@ class FolderLock:
                 held[1] += 1
                 return self
         self.created_folder = not self.folder.exists()
+        # The folders this call creates, innermost first: each is removed again if left empty.
+        self.created_folders = []
+        missing = self.folder
+        while not missing.exists():
+            self.created_folders.append(missing)
+            missing = missing.parent
         make_dirs(self.folder)
         self.pid = os.getpid()
         for _ in range(20):
@@ -301,11 +307,11 @@ class FolderLock:
                     pass
 
     def _forget_folder(self) -> None:
-        if self.created_folder:
+        for folder in getattr(self, "created_folders", []):
             try:
-                self.folder.rmdir()  # only when empty: nothing was written
+                folder.rmdir()  # only when empty: nothing was written
             except OSError:
-                pass
+                break
 
 
 def holds_folder(argument: str, purpose: str) -> Callable:

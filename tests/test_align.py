@@ -375,3 +375,55 @@ def test_real_di_through_synthetic_devices(real_di):
             est = estimate_latency(x, delayed(y, d), RATE)
             assert_pure_delay(est, d)
             assert est.polarity == 1, name
+
+
+# --------------------------------------------------------------------------- clock drift, swapped pairs (issue 13)
+
+def _drifted_pair(drift: int, seconds: float = 20.0, latency: int = 24):
+    """A fixture-amp pair whose target runs on a clock ``drift`` samples fast over the file."""
+    import soxr
+
+    from tests.support.faults import fixture_amp, guitar_like
+
+    rate = 44100
+    x = guitar_like(seconds, rate, seed=2)
+    y = fixture_amp(x, rate, latency=latency)
+    if drift:
+        y = soxr.resample(y, rate, rate * (1 + drift / len(y)), quality="VHQ")[:len(x)]
+    return x, y, rate
+
+
+@pytest.mark.parametrize("drift", [0, 1, 3, 10, -5])
+def test_measured_drift_is_the_drift_put_in(drift):
+    from ampxfer_lib.data.align import compensate, estimate_latency, measure_drift
+
+    x, y, rate = _drifted_pair(drift)
+    est = estimate_latency(x, y, rate)
+    a, b = compensate(x, y, est.samples)
+    got = measure_drift(a, b, rate)
+    assert got.points == 7
+    # within a quarter sample plus 5 %: the windows' peaks are read to a fraction of a sample
+    assert abs(got.drift_samples - drift) <= 0.25 + 0.05 * abs(drift), got
+    assert got.ppm == pytest.approx(got.drift_samples / len(a) * 1e6, abs=0.05)
+
+
+def test_drift_of_silence_or_short_audio_claims_nothing():
+    from ampxfer_lib.data.align import measure_drift
+
+    assert measure_drift(np.zeros(44100 * 5), np.zeros(44100 * 5), 44100).points == 0
+    assert measure_drift(np.ones(1000), np.ones(1000), 44100).drift_samples == 0.0
+
+
+def test_a_swapped_pair_reads_as_a_target_that_leads():
+    from ampxfer_lib.data.align import estimate_latency
+    from ampxfer_lib.data.checks_pair import SWAP_MARGIN, drift_findings, swap_findings
+
+    x, y, rate = _drifted_pair(0)
+    est = estimate_latency(y, x, rate)  # the device's recording given as the input
+    # the device's inverse is no causal filter: its onset reads a few samples before -24
+    assert est.in_window and -40 <= est.samples <= -22 < -SWAP_MARGIN
+    assert [f.code for f in swap_findings(est, y, x, rate, "di.wav", "amp.wav")] == ["swapped"]
+    right = estimate_latency(x, y, rate)
+    assert [f.code for f in swap_findings(right, x, y, rate, "amp.wav", "di.wav")] == []
+    a, b = compensate(x, y, right.samples)
+    assert drift_findings(a, b, rate, "amp.wav") == []

@@ -124,3 +124,35 @@ def test_write_audio_round_trip(tmp_path):
     y, rate = sf.read(tmp_path / "a.wav", dtype="float32")
     assert rate == RATE and np.array_equal(x, y)
     assert peak_dbfs(np.array([0.5])) == pytest.approx(20 * math.log10(0.5))
+
+
+# --------------------------------------------------------------------------- issue 13: over-range float, per-file channels
+
+def test_float_audio_over_full_scale_is_over_range_not_clipping(tmp_path):
+    import soundfile as sf
+
+    from ampxfer_lib.data.audio import CheckConfig, check_recording, read_audio
+
+    t = np.arange(44100) / 44100
+    x = 8.0 * np.sin(2 * np.pi * 110 * t)
+    sf.write(str(tmp_path / "hot.wav"), x, 44100, subtype="FLOAT")
+    findings = check_recording(read_audio(tmp_path / "hot.wav"), "target", CheckConfig())
+    assert [f.code for f in findings] == ["over_range"]
+    assert findings[0].details["peak"] == pytest.approx(8.0, rel=1e-6)
+    assert "peaking at 8.00 (+18.1 dBFS)" in findings[0].message and "at least 19 dB" in findings[0].message
+    # flat tops at the file's own peak are still clipping
+    sf.write(str(tmp_path / "hot_clipped.wav"), np.clip(x, -6.0, 6.0), 44100, subtype="FLOAT")
+    codes = [f.code for f in check_recording(read_audio(tmp_path / "hot_clipped.wav"), "target", CheckConfig())]
+    assert codes == ["over_range", "clipping"]
+
+
+def test_channel_error_names_the_flag_that_picks_it(tmp_path):
+    import soundfile as sf
+
+    from ampxfer_lib.data.audio import read_audio
+    from ampxfer_lib.errors import AudioError
+
+    sf.write(str(tmp_path / "st.wav"), np.random.default_rng(0).normal(0, 0.1, (1000, 2)), 44100)
+    assert read_audio(tmp_path / "st.wav", 1, flag="--target-channel").channel_used == 1
+    with pytest.raises(AudioError, match=r"has 2 channels, so --target-channel must be 0\.\.1, not 2$"):
+        read_audio(tmp_path / "st.wav", 2, flag="--target-channel")

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from ampxfer_lib.errors import ModelFormatError
-from ampxfer_lib.model.formats import load_model, neuralpi, read_json_file, save_model, sniff
+from ampxfer_lib.model.formats import load_model, neuralpi, save_model, sniff
+from ampxfer_lib.model.formats.jsonfile import read_json_file
 from ampxfer_lib.model.network import new_model
 from ampxfer_lib.model.weights import ModelConfig
 

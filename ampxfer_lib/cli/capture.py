@@ -10,6 +10,7 @@ import json
 import math
 import sys
 
+from ampxfer_lib.validate import arg_float, arg_int
 from ampxfer_lib.errors import ConfigError
 
 
@@ -46,7 +47,7 @@ def add_capture(sub) -> None:
     p.add_argument("--library", action="append", default=[], metavar="DIR",
                    help="rank the models of this folder or model library (repeat; default: your library, then the "
                         "shipped starting models)")
-    p.add_argument("--seconds", type=float, default=None, metavar="N",
+    p.add_argument("--seconds", type=arg_float(0, lo_open=True), default=None, metavar="N",
                    help="train on the first N seconds of the training audio only (a quick capture)")
     p.add_argument("--knob", action="append", default=[], metavar="NAME=SETTING",
                    help="a knob setting of the device as recorded, for the library (repeat), e.g. --knob gain=7")
@@ -60,9 +61,9 @@ def add_capture(sub) -> None:
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="training recipe")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a training setting (see a run's config.json), e.g. --set max_epochs=100")
-    p.add_argument("--finetune-top", type=int, default=RankConfig.finetune_top, metavar="N",
+    p.add_argument("--finetune-top", type=arg_int(0, 1000), default=RankConfig.finetune_top, metavar="N",
                    help="fine-tune probe of the best N starting models by the zero-shot score (0: off)")
-    p.add_argument("--rate", type=int, default=44100, help="model sample rate (44100 or 48000)")
+    p.add_argument("--rate", type=arg_int(8000, 192000), default=44100, help="model sample rate (44100 or 48000)")
     p.add_argument("--no-register", action="store_true", help="do not add the model to your library")
     p.add_argument("--stop-after", default=None, metavar="STAGE",
                    help="stop after this stage (prepare, rank, train, scratch, evaluate, export, listen); rerun "
@@ -106,7 +107,7 @@ def add_library(sub) -> None:
     add.add_argument("--name", required=True)
     add.add_argument("--kind", default="", help="kind of device: amp, overdrive, fuzz, ...")
     add.add_argument("--knob", action="append", default=[], metavar="NAME=SETTING", help="device setting (repeat)")
-    add.add_argument("--test-esr", type=float, default=None, help="its test ESR, if known")
+    add.add_argument("--test-esr", type=arg_float(0), default=None, help="its test ESR, if known")
     add.add_argument("--source", default="", help="where it came from (default: the file's path)")
     add.add_argument("--licence", default="", help="its licence (default: not stated)")
     add.add_argument("--library", default=None, metavar="DIR", help="library folder (default: yours)")

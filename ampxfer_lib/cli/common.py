@@ -29,8 +29,21 @@ def key_values(items: Optional[Sequence[str]], flag: str = "--set", name: str = 
         try:
             out[key] = json.loads(value)
         except ValueError:
-            out[key] = value
+            out[key] = _number_or_text(value)
     return out
+
+
+def _number_or_text(value: str) -> object:
+    """``.001``, ``1.`` and ``+3`` are numbers to a user though not to JSON; the rest stays text
+    (the setting's own check then says what it expected)."""
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def resolve_model_path(path: str) -> Path:

@@ -6,6 +6,7 @@ from typing import List
 
 from ampxfer_lib.cli.common import eprint
 from ampxfer_lib.errors import ConfigError
+from ampxfer_lib.validate import MAX_CHANNEL, arg_float, arg_int
 
 
 def add_prepare(sub) -> None:
@@ -16,16 +17,21 @@ def add_prepare(sub) -> None:
     p.add_argument("--target", action="append", default=[], metavar="TGT", help="the same signal through the device")
     p.add_argument("--conditioned", metavar="SPEC.json", help="knob-conditioned captures described in a JSON spec")
     p.add_argument("--out", required=True, help="data folder to write")
-    p.add_argument("--rate", type=int, default=44100, help="model sample rate (44100 or 48000)")
+    p.add_argument("--rate", type=arg_int(8000, 192000), default=44100, help="model sample rate (44100 or 48000)")
     p.add_argument("--align", default="auto", help="latency compensation: auto, off, or N samples")
-    p.add_argument("--val-seconds", type=float, default=40.0)
-    p.add_argument("--test-seconds", type=float, default=20.0)
-    p.add_argument("--limited-seconds", type=float, default=30.0, help="training audio of the 'limited' subset")
-    p.add_argument("--channel", type=int, default=None, help="channel of multi-channel files to use (0-based)")
+    p.add_argument("--val-seconds", type=arg_float(0, lo_open=True), default=40.0)
+    p.add_argument("--test-seconds", type=arg_float(0, lo_open=True), default=20.0)
+    p.add_argument("--limited-seconds", type=arg_float(0, lo_open=True), default=30.0, help="training audio of the 'limited' subset")
+    p.add_argument("--channel", type=arg_int(0, MAX_CHANNEL), default=None,
+                   help="channel of multi-channel files to use (0-based), for both files")
+    p.add_argument("--input-channel", type=arg_int(0, MAX_CHANNEL), default=None,
+                   help="channel of the --input files (overrides --channel; DI and device in one stereo file)")
+    p.add_argument("--target-channel", type=arg_int(0, MAX_CHANNEL), default=None,
+                   help="channel of the --target files (overrides --channel)")
     p.add_argument("--flip-polarity", action="store_true", help="invert the target's polarity")
-    p.add_argument("--holdout-knob", type=float, default=None, help="conditioned data: keep this knob value for testing only")
-    p.add_argument("--latency-window", type=float, default=0.2, help="largest latency accepted, seconds")
-    p.add_argument("--silence-dbfs", type=float, default=-60.0, help="RMS below which a recording counts as silent")
+    p.add_argument("--holdout-knob", type=arg_float(0, 1), default=None, help="conditioned data: keep this knob value for testing only")
+    p.add_argument("--latency-window", type=arg_float(0, 10, lo_open=True), default=0.2, help="largest latency accepted, seconds")
+    p.add_argument("--silence-dbfs", type=arg_float(-300, 0), default=-60.0, help="RMS below which a recording counts as silent")
     p.add_argument("--overwrite", action="store_true", help="replace a data folder prepared from other recordings")
     p.set_defaults(func=run_prepare)
 
@@ -36,7 +42,8 @@ def run_prepare(args) -> int:
 
     config = PrepareConfig(
         rate=args.rate, align=str(args.align), val_seconds=args.val_seconds, test_seconds=args.test_seconds,
-        limited_seconds=args.limited_seconds, channel=args.channel, flip_polarity=args.flip_polarity,
+        limited_seconds=args.limited_seconds, channel=args.channel,
+        input_channel=args.input_channel, target_channel=args.target_channel, flip_polarity=args.flip_polarity,
         holdout_knob=args.holdout_knob,
         checks=CheckConfig(latency_window_seconds=args.latency_window, silence_dbfs=args.silence_dbfs),
     )

@@ -29,8 +29,16 @@ COMMANDS: List[Callable] = [add_capture, add_prepare, add_train, add_render, add
                             add_study, add_rank, add_library]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag like every other error: one ``error:`` line naming the
+    flag, the value and the range, exit status 2 (the usage text is a ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ampxfer", description="Capture guitar pedals and amps as LSTM models.")
+    parser = OneLineParser(prog="ampxfer", description="Capture guitar pedals and amps as LSTM models.")
     parser.add_argument("--version", action="version", version=f"ampxfer {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -16,6 +16,7 @@ from pathlib import Path
 from ampxfer_lib.cli.common import resolve_model_path
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import remove_stale_temporaries
+from ampxfer_lib.validate import MAX_THREADS, arg_float, arg_int
 
 FORMAT_CHOICES = ("neuralpi", "rtneural", "nam", "agam", "proteus", "aidax")
 
@@ -38,7 +39,7 @@ def add_export(sub) -> None:
     p.add_argument("--format", required=True, type=str.lower, choices=FORMAT_CHOICES, dest="fmt",
                    help="neuralpi (=agam, proteus), rtneural (=aidax) or nam (models trained with --no-skip)")
     p.add_argument("--out", required=True, help="file to write (.json; .nam for NAM)")
-    p.add_argument("--knob", type=float, action="append", default=[], metavar="V",
+    p.add_argument("--knob", type=arg_float(0, 1), action="append", default=[], metavar="V",
                    help="freeze a knob-conditioned model at this value (repeat per knob): exports a snapshot")
     p.add_argument("--name", default=None, help="model name stored in the file where the format has room (NAM)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -77,7 +78,8 @@ def add_import(sub) -> None:
 
 
 def run_import(args) -> int:
-    from ampxfer_lib.model.formats import import_model, neuralpi, read_json_file, sniff
+    from ampxfer_lib.model.formats import import_model, neuralpi, sniff
+    from ampxfer_lib.model.formats.jsonfile import read_json_file
 
     src = Path(args.model)
     out = Path(args.out)
@@ -102,23 +104,23 @@ def add_rank(sub) -> None:
                                    "the best few) and list them best first.")
     p.add_argument("--library", required=True, help="folder of AGAM/NeuralPi model .json files (searched recursively)")
     p.add_argument("--data", required=True, help="prepared data folder of the target device")
-    p.add_argument("--top", type=int, default=None, help="show only the best K")
+    p.add_argument("--top", type=arg_int(1), default=None, help="show only the best K")
     p.add_argument("--json", action="store_true", help='print a JSON list of {"model", "score", ...}, best first')
-    p.add_argument("--probe-seconds", type=float, default=RankConfig.probe_seconds,
+    p.add_argument("--probe-seconds", type=arg_float(0, 3600, lo_open=True), default=RankConfig.probe_seconds,
                    help="seconds of training audio scored zero-shot")
     p.add_argument("--score", default=RankConfig.score, choices=SCORES,
                    help="zero-shot score: plain ESR, after output-level matching, or after refitting the "
                         "dense layer (default %(default)s)")
-    p.add_argument("--finetune-top", type=int, default=RankConfig.finetune_top,
+    p.add_argument("--finetune-top", type=arg_int(0), default=RankConfig.finetune_top,
                    help="fine-tune probe for the best N (slower, more reliable; 0: off)")
-    p.add_argument("--knob-values", type=float, nargs="+", default=list(RankConfig.knob_values),
+    p.add_argument("--knob-values", type=arg_float(0, 1), nargs="+", default=list(RankConfig.knob_values),
                    help="knob values tried for conditioned models")
     p.add_argument("--export-best", default=None, metavar="MODEL.json",
                    help="write the best starting model (knobs folded) for train --init-from")
     p.add_argument("--refit-head", action="store_true",
                    help="--export-best with the least-squares dense layer (matches level and polarity; "
                         "helped 5 of 7 real targets in bench/RESULTS_rank.md)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=arg_int(1, MAX_THREADS), default=1)
     p.set_defaults(func=run_rank)
 
 

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 
 from ampxfer_lib.cli.common import eprint, key_values
 from ampxfer_lib.errors import AmpxferError, ConfigError
+from ampxfer_lib.validate import arg_float
 from ampxfer_lib.notebooks.runner import (BUDGETS, NOTEBOOK_DIR, find_notebooks, has_outputs, problems, read_notebook,
                                           run_suite, strip_outputs, sync_setup_cell, write_notebook)
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="AMPXFER_SMOKE=1: tiny data and budgets (CI)")
     p.add_argument("--budget", choices=BUDGETS, default=None, help="training budget (default: the notebooks' own, demo)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a notebook parameter")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per cell (default 600 smoke, 6 h otherwise)")
+    p.add_argument("--timeout", type=arg_float(0, lo_open=True), default=None, help="seconds per cell (default 600 smoke, 6 h otherwise)")
     p.add_argument("--quiet", action="store_true",
                    help="only a line per notebook: no cell progress on stderr")
     for name, text in (("strip", "remove outputs (before committing)"), ("check", "report notebooks with outputs "

@@ -12,6 +12,7 @@ from ampxfer_lib.study.config import STUDIES_DIR, StudyConfig, load_study, prepa
 from ampxfer_lib.study.executors import make_executor
 from ampxfer_lib.study.plan import plan_study, run_state
 from ampxfer_lib.study.run import run_study
+from ampxfer_lib.validate import MAX_THREADS, arg_int
 
 
 def add_study(sub) -> None:
@@ -28,9 +29,9 @@ def add_study(sub) -> None:
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local: one run after the other here; ray: runs as Ray tasks")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a Ray instance on this machine)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the config's seeds")
-    p.add_argument("--max-epochs", type=int, default=None, help="override the config's epoch budget")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: the config's, 1)")
+    p.add_argument("--seeds", type=arg_int(0), nargs="+", default=None, help="override the config's seeds")
+    p.add_argument("--max-epochs", type=arg_int(1), default=None, help="override the config's epoch budget")
+    p.add_argument("--threads", type=arg_int(1, MAX_THREADS), default=None, help="torch threads per run (default: the config's, 1)")
     p.add_argument("--prepare-sample-data", action="store_true",
                    help="first prepare the sample devices (ts9, mt2, bluesjr, ht40) into --data-root")
     p.add_argument("--dry-run", action="store_true", help="print the planned runs and their state, train nothing")

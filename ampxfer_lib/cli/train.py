@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ampxfer_lib.cli.common import eprint, key_values, resolve_model_path
 from ampxfer_lib.errors import ConfigError
+from ampxfer_lib.validate import MAX_CHANNEL, MAX_HIDDEN, MAX_THREADS, arg_float, arg_int
 
 
 def add_train(sub) -> None:
@@ -20,16 +21,16 @@ def add_train(sub) -> None:
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS))
     p.add_argument("--subset", default="full", choices=["full", "limited"])
     p.add_argument("--init-from", default=None, metavar="MODEL_OR_RUN", help="start from this model JSON or run folder")
-    p.add_argument("--hidden-size", type=int, default=None)
+    p.add_argument("--hidden-size", type=arg_int(1, MAX_HIDDEN), default=None)
     p.add_argument("--no-skip", action="store_true", help="train without the skip connection (for NAM export)")
-    p.add_argument("--max-epochs", type=int, default=None)
-    p.add_argument("--patience", type=int, default=None, help="validations without improvement before stopping")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--freeze-lstm-epochs", type=int, default=None, help="train only the dense layer for N epochs (-1: all)")
+    p.add_argument("--max-epochs", type=arg_int(1), default=None)
+    p.add_argument("--patience", type=arg_int(0), default=None, help="validations without improvement before stopping")
+    p.add_argument("--lr", type=arg_float(0, lo_open=True), default=None)
+    p.add_argument("--freeze-lstm-epochs", type=arg_int(-1), default=None, help="train only the dense layer for N epochs (-1: all)")
     p.add_argument("--keep-optimizer", action="store_true", help="keep the optimiser state of the --init-from run")
-    p.add_argument("--grad-clip", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1 on CPU)")
+    p.add_argument("--grad-clip", type=arg_float(0, lo_open=True), default=None)
+    p.add_argument("--seed", type=arg_int(0), default=None)
+    p.add_argument("--threads", type=arg_int(1, MAX_THREADS), default=None, help="torch threads (default 1 on CPU)")
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any training setting (see train.json)")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
@@ -48,7 +49,11 @@ def run_train(args) -> int:
         freeze_lstm_epochs=args.freeze_lstm_epochs, keep_optimizer=args.keep_optimizer or None,
         grad_clip=args.grad_clip, seed=args.seed, threads=args.threads, device=args.device,
     )
-    overrides.update(key_values(args.set))
+    sets = key_values(args.set)
+    for key in ("data", "preset"):
+        if key in sets:
+            raise ConfigError(f"--set {key}=...: {key} has its own flag; pass --{key} instead")
+    overrides.update(sets)
     config = make_config(args.data, args.preset, **overrides)
     callbacks = {"lines": [LogLines()], "bar": [TqdmProgress()], "none": []}[args.progress]
     callbacks.insert(0, WarningLines(eprint))
@@ -66,8 +71,8 @@ def add_render(sub) -> None:
     p.add_argument("--model", required=True, help="model JSON (AGAM/NeuralPi), or a run folder")
     p.add_argument("--input", required=True)
     p.add_argument("--out", required=True, help="output .wav or .flac")
-    p.add_argument("--knob", type=float, action="append", default=[], metavar="V", help="knob value 0..1 (repeat per knob)")
-    p.add_argument("--channel", type=int, default=None)
+    p.add_argument("--knob", type=arg_float(0, 1), action="append", default=[], metavar="V", help="knob value 0..1 (repeat per knob)")
+    p.add_argument("--channel", type=arg_int(0, MAX_CHANNEL), default=None)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run_render)
 
@@ -80,6 +85,8 @@ def run_render(args) -> int:
     model_path = resolve_model_path(args.model)
     weights = load_model(model_path)
     out = Path(args.out)
+    if not Path(args.input).is_file():
+        read_audio(args.input, role="input")  # says what is wrong with it (missing, a folder)
     if out.exists() and os.path.samefile(out, args.input):
         raise ConfigError(f"{out}: is the input recording; choose another --out")
     if out.exists() and not args.overwrite:

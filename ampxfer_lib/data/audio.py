@@ -18,6 +18,11 @@ from ampxfer_lib.errors import AudioError
 from ampxfer_lib.fileio import PathLike, atomic_write_bytes
 
 
+#: A float recording peaking above this (1 dB over full scale) is reported as over range
+#: rather than as clipping: a level a little over 1.0 is ordinary clipping's business.
+OVER_RANGE_PEAK = 10 ** (1 / 20)
+
+
 @dataclass(frozen=True)
 class CheckConfig:
     """Thresholds of the recording checks (the defaults of the core library issue)."""
@@ -56,7 +61,7 @@ class Finding:
 
 @dataclass
 class AudioClip:
-    """A mono recording as read from disk. ``samples`` is (T,) float64 in [-1, 1]."""
+    """A mono recording as read from disk. ``samples`` is (T,) float64 in [-1, 1] (a float file may exceed it)."""
 
     path: str
     samples: np.ndarray
@@ -70,13 +75,15 @@ class AudioClip:
         return len(self.samples) / self.sample_rate
 
 
-def read_audio(path: PathLike, channel: Optional[int] = None, role: str = "audio") -> AudioClip:
+def read_audio(path: PathLike, channel: Optional[int] = None, role: str = "audio",
+               flag: str = "--channel") -> AudioClip:
     """Read any file soundfile can decode (WAV 8/16/24/32-bit int or float, FLAC, ...).
 
     Mono files are returned as they are. For multi-channel files ``channel`` (0-based)
     picks one; without it, channels must be identical (a mono signal saved as stereo),
     otherwise the file is refused, since picking one silently could pick the wrong mic.
-    ``role`` ("input", "target") only words the messages.
+    ``role`` ("input", "target") and ``flag`` (the option that picks the channel) only word
+    the messages.
     """
     import soundfile as sf
 
@@ -110,14 +117,14 @@ def read_audio(path: PathLike, channel: Optional[int] = None, role: str = "audio
         return AudioClip(path, data[:, 0].copy(), rate, 1, subtype, None)
     if channel is not None:
         if not 0 <= channel < n_channels:
-            raise AudioError(f"{path}: has {n_channels} channels, so --channel must be 0..{n_channels - 1}, "
+            raise AudioError(f"{path}: has {n_channels} channels, so {flag} must be 0..{n_channels - 1}, "
                              f"not {channel}")
         return AudioClip(path, data[:, channel].copy(), rate, n_channels, subtype, channel)
     peak = float(np.max(np.abs(data))) if data.size else 0.0
     spread = float(np.max(np.abs(data - data[:, :1])))
     if spread > 1e-6 * max(peak, 1e-12):
         raise AudioError(f"{path}: is {n_channels}-channel and the channels differ; choose the one that "
-                         f"holds the {role} with --channel N (0 = left, 1 = right)")
+                         f"holds the {role} with {flag} N (0 = left, 1 = right)")
     return AudioClip(path, data[:, 0].copy(), rate, n_channels, subtype, None)
 
 
@@ -189,7 +196,21 @@ def check_recording(clip: AudioClip, role: str, checks: CheckConfig) -> List[Fin
         lvl = "-inf" if math.isinf(level) else f"{level:.1f}"
         raise AudioError(f"{clip.path}: the {role} is silent (RMS {lvl} dBFS, below {checks.silence_dbfs:g}); {hint}")
     findings: List[Finding] = []
-    runs = clipping_runs(x, checks.clip_level, checks.clip_run)
+    peak = float(np.max(np.abs(x)))
+    clip_level = checks.clip_level
+    if peak > OVER_RANGE_PEAK:  # only float files hold values beyond full scale
+        findings.append(Finding(
+            "over_range", clip.path,
+            f"the {role} is float audio peaking at {peak:.2f} ({peak_dbfs(x):+.1f} dBFS), above full scale: nothing "
+            "clipped in the file, but a plugin or interface playing this level would; lower both recordings by the "
+            f"same gain (at least {peak_dbfs(x) + 1:.0f} dB) in the DAW and export again",
+            {"peak": peak},
+        ))
+        # Flat tops at the file's own peak are still clipping (a DAW bus that clipped before
+        # the float export); values beyond 1.0 alone are not. Float keeps a flat top exact, so
+        # only samples at the peak itself count (0.999 of it would catch a slow sine's crest).
+        clip_level = peak * (1.0 - 1e-6)
+    runs = clipping_runs(x, clip_level, checks.clip_run)
     if runs:
         times = [round(s / clip.sample_rate, 3) for s, _ in runs]
         shown = ", ".join(f"{t:.2f} s" for t in times[:5]) + (" ..." if len(times) > 5 else "")

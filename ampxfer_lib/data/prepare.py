@@ -25,12 +25,14 @@ import numpy as np
 
 from ampxfer_lib import __version__
 from ampxfer_lib.data.align import compensate, estimate_latency
+from ampxfer_lib.data.checks_pair import drift_findings, flip_findings, swap_findings
 from ampxfer_lib.data.audio import (AudioClip, CheckConfig, Finding, check_recording, read_audio, resample,
                                     write_audio)
 from ampxfer_lib.data.dataset import DATA_FORMAT, DATA_FORMAT_VERSION, MANIFEST, SPLITS
 from ampxfer_lib.errors import AudioError, ConfigError
 from ampxfer_lib.fileio import PathLike, atomic_write_json, make_dirs, sha256_file
 from ampxfer_lib.folders import check_leftovers, holds_folder, record_files
+from ampxfer_lib.validate import check_prepare_config
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,16 @@ class PrepareConfig:
     limited_seconds: float = 30.0
     channel: Optional[int] = None
     flip_polarity: bool = False
+    # One stereo file with the DI on one channel and the device on the other: a channel per role.
+    input_channel: Optional[int] = None  # None: ``channel``
+    target_channel: Optional[int] = None
     gap_seconds: float = 0.25
     segment_seconds: float = 0.5
     holdout_knob: Optional[float] = None  # conditioned data: a knob value kept for testing only
     checks: CheckConfig = CheckConfig()
 
     def __post_init__(self):
+        check_prepare_config(self)
         if self.rate < 8000 or self.rate > 192000:
             raise ConfigError(f"--rate {self.rate} is not a usable model rate (44100 or 48000)")
         if self.align not in ("auto", "off"):
@@ -64,6 +70,9 @@ class PrepareConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["checks"] = self.checks.to_dict()
+        for key in ("input_channel", "target_channel"):  # absent unless set: older manifests still match
+            if d[key] is None:
+                del d[key]
         return d
 
     @classmethod
@@ -106,11 +115,17 @@ def _source_info(clip: AudioClip) -> dict:
     }
 
 
+def _channel(own: Optional[int], shared: Optional[int]) -> Optional[int]:
+    return shared if own is None else own
+
+
 def prepare_pair(input_path: PathLike, target_path: PathLike, config: PrepareConfig) -> PreparedPair:
     """Read, check, resample and align one recording pair (raises AudioError on errors)."""
     checks = config.checks
-    x_clip = read_audio(input_path, config.channel, role="input")
-    y_clip = read_audio(target_path, config.channel, role="target")
+    x_clip = read_audio(input_path, _channel(config.input_channel, config.channel), role="input",
+                        flag="--input-channel" if config.input_channel is not None else "--channel")
+    y_clip = read_audio(target_path, _channel(config.target_channel, config.channel), role="target",
+                        flag="--target-channel" if config.target_channel is not None else "--channel")
     findings = check_recording(x_clip, "input", checks) + check_recording(y_clip, "target", checks)
     if x_clip.sample_rate != y_clip.sample_rate:
         raise AudioError(
@@ -142,9 +157,12 @@ def prepare_pair(input_path: PathLike, target_path: PathLike, config: PrepareCon
         latency = int(config.align)
         if abs(latency) > window * config.rate:
             raise AudioError(f"--align {latency}: more than the {window:g} s latency window")
+    findings += swap_findings(est, x, y, config.rate, y_clip.path, x_clip.path)
     x, y = compensate(x, y, latency)
 
+    findings += drift_findings(x, y, config.rate, y_clip.path)
     rho = lowpass_correlation(x, y, config.rate)
+    findings += flip_findings(config.flip_polarity, est, rho, checks.polarity_correlation, y_clip.path)
     gain = -1.0 if config.flip_polarity else 1.0
     if (not config.flip_polarity and est.in_window and est.polarity < 0
             and rho <= -checks.polarity_correlation):
@@ -399,10 +417,10 @@ def read_conditioned_spec(path: PathLike) -> Tuple[List[CaptureSpec], List[str]]
     """
     path = Path(path)
     try:
-        spec = json.loads(path.read_text())
+        spec = json.loads(path.read_text(encoding="utf-8-sig"))  # utf-8-sig: a BOM (Windows Notepad)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file; check the --conditioned path") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ConfigError(f"{path}: not a readable JSON spec ({exc})") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("captures"), list) or not spec["captures"]:
         raise ConfigError(f'{path}: expected {{"input": "di.wav", "captures": [{{"target": "...", "knobs": [0.5]}}]}}')
@@ -418,6 +436,9 @@ def read_conditioned_spec(path: PathLike) -> Tuple[List[CaptureSpec], List[str]]
         inp = cap.get("input", spec.get("input"))
         if inp is None:
             raise ConfigError(f"{path}: capture {i} has no 'input' and the spec has no shared 'input'")
+        for key, value in (("input", inp), ("target", cap["target"])):
+            if not isinstance(value, str):
+                raise ConfigError(f"{path}: capture {i} {key} must be a file name (text), not {value!r}")
         knobs = cap["knobs"] if isinstance(cap["knobs"], list) else [cap["knobs"]]
         try:
             knobs = tuple(float(k) for k in knobs)
@@ -425,4 +446,6 @@ def read_conditioned_spec(path: PathLike) -> Tuple[List[CaptureSpec], List[str]]
             raise ConfigError(f"{path}: capture {i} knobs must be numbers in 0..1") from None
         captures.append(CaptureSpec((resolve(inp),), (resolve(cap["target"]),), knobs))
     names = spec.get("knob_names") or []
+    if not isinstance(names, list):
+        raise ConfigError(f"{path}: knob_names must be a list of names, not {names!r}")
     return captures, [str(n) for n in names]

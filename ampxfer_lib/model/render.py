@@ -39,6 +39,7 @@ import torch
 from ampxfer_lib.errors import AudioError, ConfigError
 from ampxfer_lib.model.network import AmpLSTM
 from ampxfer_lib.model.weights import ModelConfig, ModelWeights
+from ampxfer_lib.validate import number
 
 METHODS = ("auto", "numba", "chunked", "torch")
 
@@ -451,6 +452,9 @@ def render(weights: ModelWeights, audio: np.ndarray, knobs: Sequence[float] = ()
     """
     method = _resolve(method)
     x = _mono_float32(audio)
+    # Knob values are the model's extra inputs: NaN would turn every sample into NaN, and a
+    # value outside the 0..1 it was trained on is extrapolation (export refuses it too).
+    knobs = [number(k, f"knob {i + 1}", lo=0.0, hi=1.0) for i, k in enumerate(knobs)]
     if stats is not None:
         stats.update(method=method, chunks=1, warmup=0, rerendered=[], rerendered_samples=0, threads=1)
     if method == "torch":

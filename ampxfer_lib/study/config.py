@@ -18,7 +18,8 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike
-from ampxfer_lib.training.config import PRESETS, TrainConfig
+from ampxfer_lib.training.config import PRESETS, TRAIN_FIELD_RULES, TrainConfig
+from ampxfer_lib.validate import check_study_config
 
 DATA_SIZES = ("full", "limited")
 #: Settings a study may override for every run (the rest of TrainConfig belongs to it).
@@ -94,6 +95,7 @@ class StudyConfig:
     def __post_init__(self):
         if not self.pairs:
             raise ConfigError("the study has no pairs; add {\"name\", \"source\", \"target\"} entries to \"pairs\"")
+        check_study_config(self, TRAIN_FIELD_RULES)
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}; one of {', '.join(sorted(PRESETS))}")
         bad = [d for d in self.data_sizes if d not in DATA_SIZES]
@@ -145,6 +147,8 @@ class StudyConfig:
         if unknown:
             raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         values = dict(d)
+        if not isinstance(d.get("pairs") or [], list):
+            raise ConfigError(f"{where}: pairs must be a list of {{\"name\", \"source\", \"target\"}} objects")
         values["pairs"] = tuple(_pair_from_dict(p, i, where) for i, p in enumerate(d.get("pairs") or []))
         for key in ("data_sizes", "seeds"):
             if key in values:
@@ -192,6 +196,11 @@ def _pair_from_dict(p, i: int, where: str) -> PairSpec:
     if not isinstance(src, dict) or (("model" in src) == ("data" in src)):
         raise ConfigError(f"{where}: pairs[{i}].source must be {{\"model\": \"model.json\"}} or "
                           "{\"data\": \"prepared data folder\"} (one of the two)")
+    for key in ("model", "data"):
+        if key in src and not isinstance(src[key], str):
+            raise ConfigError(f"{where}: pairs[{i}].source.{key} must be a path (text), not {src[key]!r}")
+    if "name" in tgt and not isinstance(tgt["name"], str):
+        raise ConfigError(f"{where}: pairs[{i}].target.name must be text, not {tgt['name']!r}")
     if "knobs" in src and "model" not in src:
         raise ConfigError(f"{where}: pairs[{i}].source.knobs applies to a source model, not to data")
     unknown = sorted(set(src) - {"model", "data", "knobs"}) + sorted(set(tgt) - {"data", "name"})
@@ -219,10 +228,10 @@ def load_study(path: PathLike, data_root: Optional[PathLike] = None) -> StudyCon
     """Read a study JSON; relative paths resolve against ``data_root`` or the file's folder."""
     path = Path(path)
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(path.read_text(encoding="utf-8-sig"))  # utf-8-sig: a BOM (Windows Notepad)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such study config; see ampxfer_lib/study/studies/ for examples") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ConfigError(f"{path}: not a readable JSON study config ({exc})") from None
     config = StudyConfig.from_dict(d, where=str(path))
     return config.resolve(data_root if data_root is not None else path.parent)

@@ -40,6 +40,7 @@ from typing import Any, Dict, Optional
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike
 from ampxfer_lib.training.losses import LossConfig
+from ampxfer_lib.validate import MAX_HIDDEN, MAX_THREADS, check_fields
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class TrainConfig:
     RESUMABLE = ("max_epochs", "patience", "threads", "device", "checkpoint_seconds")
 
     def __post_init__(self):
+        check_fields(self, TRAIN_FIELD_RULES, FLAG_FIELDS)
         if self.subset not in ("full", "limited"):
             raise ConfigError(f"--subset must be full or limited, not {self.subset!r}")
         if self.scheduler not in SCHEDULERS:
@@ -164,6 +166,42 @@ class TrainConfig:
         """Whether the LSTM's weights stay fixed in ``epoch`` (1-based): only the head trains."""
         return self.freeze_lstm_epochs == -1 or epoch <= self.freeze_lstm_epochs
 
+
+#: Type and range of every field, checked before the rules between fields above: a value from
+#: ``--set``, train.json or a study config may be text, a bool, NaN or absurd. Keys of
+#: :func:`ampxfer_lib.validate.number` (``integer``, ``lo``, ``hi``, ``lo_open``, ``hi_open``,
+#: ``optional``), or ``"text"`` / ``"bool"`` (with ``optional``).
+TRAIN_FIELD_RULES: Dict[str, Dict[str, Any]] = {
+    "data": dict(kind="text"), "subset": dict(kind="text"), "preset": dict(kind="text"),
+    "hidden_size": dict(integer=True, lo=1, hi=MAX_HIDDEN, optional=True),
+    "skip": dict(kind="bool", optional=True),
+    "segment_seconds": dict(lo=0, hi=60, lo_open=True),
+    "batch_size": dict(integer=True, lo=1, hi=100000),
+    "warmup_samples": dict(integer=True, lo=0, hi=10 ** 7),
+    "tbptt_samples": dict(integer=True, lo=1, hi=10 ** 7),
+    "lr": dict(lo=0, lo_open=True),  # no ceiling: a rate too high diverges, and says so
+    "weight_decay": dict(lo=0, hi=1),
+    "esr_weight": dict(lo=0), "dc_weight": dict(lo=0),
+    "pre_emphasis": dict(lo=-1, hi=1, optional=True),
+    "scheduler": dict(kind="text"),
+    "plateau_factor": dict(), "plateau_patience": dict(integer=True), "plateau_threshold": dict(),
+    "lr_decay": dict(), "min_lr": dict(), "ema_decay": dict(), "l2_sp": dict(),
+    "val_every": dict(integer=True), "patience": dict(integer=True), "max_epochs": dict(integer=True),
+    "initial_validation": dict(kind="bool"),
+    "init_from": dict(kind="text", optional=True),
+    "finetune_lr": dict(optional=True),
+    "match_level": dict(kind="text"),
+    "freeze_lstm_epochs": dict(integer=True),
+    "keep_optimizer": dict(kind="bool"),
+    "grad_clip": dict(optional=True),
+    "seed": dict(integer=True, lo=0),
+    "threads": dict(integer=True, lo=1, hi=MAX_THREADS, optional=True),
+    "device": dict(kind="text"),
+    "checkpoint_seconds": dict(lo=0),
+}
+#: Fields the train command also takes as flags: errors name the flag, others the setting.
+FLAG_FIELDS = ("subset", "hidden_size", "max_epochs", "patience", "lr", "freeze_lstm_epochs", "grad_clip",
+               "seed", "threads", "device", "init_from")
 
 SCHEDULERS = ("plateau", "adaptive", "exponential", "none")
 MATCH_LEVELS = ("none", "gain", "refit")

@@ -1268,6 +1268,9 @@ def _(fx, d):
     return Setup([], [root], None, call=(_api_sample_data, dict(root=root)))
 
 
+from tests.support import faults_inputs  # noqa: E402,F401  (issue 13 classes 3-5: registers its cases)
+
+
 # --------------------------------------------------------------------------- running
 
 def _snapshot(path: Optional[Path]) -> Optional[Dict[str, str]]:

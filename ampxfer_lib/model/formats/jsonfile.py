@@ -28,8 +28,11 @@ def read_json_file(path: PathLike) -> Any:
         raise ModelFormatError(f"{path}: {size} bytes is far too large for an LSTM model file")
     try:
         with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
+            # utf-8-sig: Windows Notepad saves UTF-8 with a byte-order mark in front.
+            text = f.read().decode("utf-8-sig")
         return json.loads(text)
+    except RecursionError:
+        raise ModelFormatError(f"{path}: JSON nested far too deeply for a model file; not a model") from None
     except UnicodeDecodeError:
         raise ModelFormatError(f"{path}: not a text file; expected a JSON model") from None
     except json.JSONDecodeError as exc:

@@ -27,6 +27,7 @@ from ampxfer_lib.errors import ModelFormatError
 from ampxfer_lib.fileio import PathLike, atomic_write_text
 from ampxfer_lib.model.formats.jsonfile import read_json_file
 from ampxfer_lib.model.weights import PARAM_NAMES, ModelConfig, ModelWeights
+from ampxfer_lib.validate import MAX_HIDDEN, number
 
 FORMAT_NAME = "neuralpi"
 DEFAULT_RATE = 44100
@@ -51,6 +52,7 @@ def from_json_obj(obj: Any, source: str = "model") -> ModelWeights:
     if md.get("model", "SimpleRNN") != "SimpleRNN":
         raise ModelFormatError(f"{source}: model type {md.get('model')!r} is not supported "
                                "(expected 'SimpleRNN', the AGAM LSTM)")
+    _check_model_data(md, source)
     if int(md.get("num_layers", 1)) != 1:
         raise ModelFormatError(f"{source}: {md.get('num_layers')} LSTM layers; only single-layer "
                                "models (NeuralPi/Proteus) are supported")
@@ -80,7 +82,8 @@ def from_json_obj(obj: Any, source: str = "model") -> ModelWeights:
         if name not in sd:
             raise ModelFormatError(f"{source}: weight {name!r} is missing; the file is incomplete")
         try:
-            arr = np.asarray(sd[name], dtype=np.float32)
+            with np.errstate(over="ignore"):  # beyond float32: inf, refused below
+                arr = np.asarray(sd[name], dtype=np.float32)
         except (TypeError, ValueError):
             raise ModelFormatError(f"{source}: weight {name!r} is not a numeric array; the file "
                                    "is damaged") from None
@@ -95,6 +98,16 @@ def from_json_obj(obj: Any, source: str = "model") -> ModelWeights:
     extra = {k: v for k, v in md.items() if k not in _CANONICAL_KEYS and k != "sample_rate"}
     metadata = {"neuralpi_extra": extra} if extra else {}
     return ModelWeights(config, params, metadata)
+
+
+def _check_model_data(md: dict, source: str) -> None:
+    """Type and range of the numbers in ``model_data`` (a hand-edited file may hold text,
+    NaN or a zero rate), each refused with one line naming the field."""
+    where = f"{source}: model_data"
+    for key, lo, hi in (("num_layers", 1, 64), ("output_size", 1, 64), ("input_size", 1, 64),
+                        ("hidden_size", 1, MAX_HIDDEN), ("sample_rate", 8000, 192000), ("skip", 0, 1)):
+        if key in md or key in ("input_size", "hidden_size"):
+            number(md.get(key), f"{where}.{key}", integer=True, lo=lo, hi=hi, error=ModelFormatError)
 
 
 def to_json_obj(weights: ModelWeights) -> dict:

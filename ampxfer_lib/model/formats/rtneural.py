@@ -30,6 +30,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from ampxfer_lib.errors import ModelFormatError
+from ampxfer_lib.validate import number
 from ampxfer_lib.fileio import PathLike, atomic_write_text
 from ampxfer_lib.model.formats.jsonfile import read_json_file
 from ampxfer_lib.model.weights import ModelConfig, ModelWeights
@@ -129,9 +130,9 @@ def from_json_obj(obj: Any, source: str = "model") -> ModelWeights:
         if not isinstance(gain, (int, float)) or gain != 0:
             raise ModelFormatError(f"{source}: {key} {gain!r} dB is not supported; set it to 0 (or remove it) and "
                                    "adjust the level in the plugin")
-    rate = obj.get("sample_rate", DEFAULT_RATE)
+    rate = number(obj.get("sample_rate", DEFAULT_RATE), f"{source}: sample_rate", integer=True, lo=8000, hi=192000,
+                  error=ModelFormatError)
     try:
-        rate = int(rate)
         config = ModelConfig(input_size=n_in, hidden_size=h, skip=bool(skip), sample_rate=rate)
     except (TypeError, ValueError) as exc:
         raise ModelFormatError(f"{source}: bad model description ({exc}); the file is damaged") from None
