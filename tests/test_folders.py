@@ -323,3 +323,51 @@ def test_export_and_import_remove_a_killed_writes_temporary(tmp_path, capsys):
     (tmp_path / ".back.json.zz99xx00.tmp").write_text("{half")
     assert main(["import", "--model", str(tmp_path / "out.json"), "--out", str(tmp_path / "back.json")]) == 0
     assert sorted(os.listdir(tmp_path)) == ["back.json", "m.json", "out.json"]
+
+
+def test_a_capture_folder_held_by_another_process_is_refused(tmp_path, holder, capsys):
+    from ampxfer_lib.cli.main import main
+
+    xin, tgt = write_pair(tmp_path / "rec", seconds=6.0)
+    (tmp_path / "lib").mkdir()
+    p = holder(tmp_path / "cap", "capture")
+    code = main(["capture", "--input", str(xin), "--target", str(tgt), "--out", str(tmp_path / "cap"),
+                 "--library", str(tmp_path / "lib"), "--no-register"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and re.match("^error: " + busy(tmp_path / "cap", "capture", p.pid), err[0])
+    assert sorted(os.listdir(tmp_path / "cap")) == [LOCK]  # nothing written
+
+
+def _add_to_library(library, model, name, barrier, results):
+    from ampxfer_lib.library.index import ModelLibrary
+
+    barrier.wait()
+    try:
+        ModelLibrary(library).add(model, name)
+        results.put(("added", name))
+    except FolderInUseError as exc:
+        results.put(("refused", str(exc)))
+
+
+def test_library_additions_at_the_same_moment_are_never_lost(tmp_path):
+    from ampxfer_lib.library.index import ModelLibrary
+    from ampxfer_lib.model.formats import save_model
+    from ampxfer_lib.model.network import new_model
+    from ampxfer_lib.model.weights import ModelConfig
+
+    models = []
+    for i in range(4):
+        models.append(tmp_path / f"m{i}.json")
+        save_model(new_model(ModelConfig(1, 4, True, 44100), seed=i).weights(), models[-1])
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_add_to_library, args=(tmp_path / "lib", m, f"model {i}", barrier, results))
+             for i, m in enumerate(models)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    outcomes = sorted(results.get(timeout=5) for _ in procs)
+    # each update waits for the one in progress: all four land, none is lost or refused
+    assert outcomes == [("added", f"model {i}") for i in range(4)]
+    assert sorted(e.name for e in ModelLibrary(tmp_path / "lib").entries()) == [f"model {i}" for i in range(4)]

@@ -39,6 +39,7 @@ from ampxfer_lib.capture.record import (CAPTURE_FORMAT, CAPTURE_VERSION, DATA, P
                                         STAGES, START, Log, _finite, _first_difference, _fmt, _now, _source,
                                         capture_splits)
 from ampxfer_lib.capture.start import RankStage
+from ampxfer_lib.folders import FolderLock
 from ampxfer_lib.fileio import PathLike, atomic_write_json, atomic_write_text, make_dirs, sha256_file
 
 # --------------------------------------------------------------------------- the capture
@@ -494,14 +495,17 @@ class Capture(RankStage):
         steps = {"prepare": self.prepare, "rank": self._rank_if_needed, "train": self.train,
                  "scratch": self.train_scratch, "evaluate": self.evaluate, "export": self.export,
                  "listen": self.listen, "register": self.register}
-        for stage in STAGES:
-            if stage == "scratch" and not self.scratch_baseline:
-                continue
-            if stage == "register" and not self.register_model:
-                continue
-            steps[stage]()
-            if stage == stop_after:
-                break
+        # One process per capture folder (a second `ampxfer capture` on it stops with the holder
+        # named); its data and run folders are held again, nested, by prepare and train.
+        with FolderLock(self.out, "capture"):
+            for stage in STAGES:
+                if stage == "scratch" and not self.scratch_baseline:
+                    continue
+                if stage == "register" and not self.register_model:
+                    continue
+                steps[stage]()
+                if stage == stop_after:
+                    break
         return self.record
 
     def _rank_if_needed(self):
