@@ -164,3 +164,22 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
                 break
             h.update(block)
     return h.hexdigest()
+
+
+def read_json_config(path: PathLike, missing: str, what: str) -> Any:
+    """A user's JSON file (a study config, a conditioned spec), decoded, or one ConfigError line.
+
+    ``missing`` follows "PATH: " when the file does not exist; ``what`` names the file in the
+    message for an unreadable one. A byte-order mark (Windows Notepad saves UTF-8 with one) is
+    accepted; JSON nested deeper than Python's recursion limit is refused like any bad JSON.
+    """
+    from ampxfer_lib.errors import ConfigError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {missing}") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"{path}: not a readable JSON {what} ({exc})") from None
+

@@ -30,17 +30,17 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
 from ampxfer_lib import __version__
-from ampxfer_lib.errors import AudioError, ConfigError
+from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.capture.plugins import export_plugins
 from ampxfer_lib.capture.record import (CAPTURE_FORMAT, CAPTURE_VERSION, DATA, PLUGINS, RECORD, RUN, SCORE_WORDS, SCRATCH,
                                         STAGES, START, Log, _finite, _first_difference, _fmt, _now, _source,
                                         capture_splits)
 from ampxfer_lib.capture.start import RankStage
 from ampxfer_lib.folders import FolderLock
-from ampxfer_lib.fileio import PathLike, atomic_write_json, atomic_write_text, make_dirs, sha256_file
+from ampxfer_lib.fileio import PathLike, atomic_write_json
 
 # --------------------------------------------------------------------------- the capture
 

@@ -30,7 +30,7 @@ from ampxfer_lib.data.audio import (AudioClip, CheckConfig, Finding, check_recor
                                     write_audio)
 from ampxfer_lib.data.dataset import DATA_FORMAT, DATA_FORMAT_VERSION, MANIFEST, SPLITS
 from ampxfer_lib.errors import AudioError, ConfigError
-from ampxfer_lib.fileio import PathLike, atomic_write_json, make_dirs, sha256_file
+from ampxfer_lib.fileio import PathLike, atomic_write_json, make_dirs, read_json_config, sha256_file
 from ampxfer_lib.folders import check_leftovers, holds_folder, record_files
 from ampxfer_lib.validate import check_prepare_config
 
@@ -416,12 +416,7 @@ def read_conditioned_spec(path: PathLike) -> Tuple[List[CaptureSpec], List[str]]
     An optional ``knob_names`` list names the knobs.
     """
     path = Path(path)
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8-sig"))  # utf-8-sig: a BOM (Windows Notepad)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file; check the --conditioned path") from None
-    except (OSError, ValueError, RecursionError) as exc:
-        raise ConfigError(f"{path}: not a readable JSON spec ({exc})") from None
+    spec = read_json_config(path, "no such file; check the --conditioned path", "spec")
     if not isinstance(spec, dict) or not isinstance(spec.get("captures"), list) or not spec["captures"]:
         raise ConfigError(f'{path}: expected {{"input": "di.wav", "captures": [{{"target": "...", "knobs": [0.5]}}]}}')
     base = path.parent

@@ -23,7 +23,6 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.fileio import PathLike, atomic_write_text
 from ampxfer_lib.training.losses import esr_numpy
 
 #: Integrated loudness clips are matched to (LUFS), unless that would push a peak past the ceiling.

@@ -9,7 +9,6 @@ a snapshot) or a data folder (``{"data": folder}``) that a source run is first t
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field, fields, replace
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple, Union
 
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.fileio import PathLike
+from ampxfer_lib.fileio import PathLike, read_json_config
 from ampxfer_lib.training.config import PRESETS, TRAIN_FIELD_RULES, TrainConfig
 from ampxfer_lib.validate import check_study_config
 
@@ -227,12 +226,7 @@ def path_stem(path: str) -> str:
 def load_study(path: PathLike, data_root: Optional[PathLike] = None) -> StudyConfig:
     """Read a study JSON; relative paths resolve against ``data_root`` or the file's folder."""
     path = Path(path)
-    try:
-        d = json.loads(path.read_text(encoding="utf-8-sig"))  # utf-8-sig: a BOM (Windows Notepad)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such study config; see ampxfer_lib/study/studies/ for examples") from None
-    except (OSError, ValueError, RecursionError) as exc:
-        raise ConfigError(f"{path}: not a readable JSON study config ({exc})") from None
+    d = read_json_config(path, "no such study config; see ampxfer_lib/study/studies/ for examples", "study config")
     config = StudyConfig.from_dict(d, where=str(path))
     return config.resolve(data_root if data_root is not None else path.parent)
 
