@@ -177,6 +177,12 @@ class FolderLock:
             if self._create():
                 break
             holder = _read_lock(self.path)
+            # {}: the winner of a race is still writing its record (a few bytes): read again
+            # rather than name a holder without a pid; a lock damaged for good is judged below.
+            deadline = time.monotonic() + 2.0
+            while holder == {} and time.monotonic() < deadline:
+                time.sleep(0.02)
+                holder = _read_lock(self.path)
             if holder is None:
                 continue  # released meanwhile
             try:
