@@ -12,8 +12,8 @@ code as the article's runs used it, kept exact for reproductions:
 * early stop once more than 25 validations in a row bring no improvement (AGAM's
   ``patience_counter > validation_p``); the best model is kept.
 
-The default preset, ``fast``, keeps the network, the data, the loss and the optimiser and
-changes the recipe so that a given validation loss comes sooner:
+The ``fast`` preset (the default until issue 11) keeps the network, the data, the loss and the
+optimiser and changes the recipe so that a given validation loss comes sooner:
 
 * a weight update after every 500 samples instead of 1000: twice the updates per second
   of audio for the same cost per sample (an update is cheap next to the LSTM itself);
@@ -29,6 +29,13 @@ Measured side by side by ``bench/train_speed.py`` (bench/RESULTS_train.md), one 
 TS9-style device (150 s of training audio) ``fast`` reaches the reference's epoch-10 loss
 at epoch 5, and on three other data sets (real DI through a real TS9 capture, the sample
 MT-2- and HT40-style devices) at epoch 4, 5 and 9, ending every time below it.
+
+The default, ``adaptive`` (since issue 11, measured on real gear in bench/RESULTS_real_gear.md),
+keeps ``fast``'s updates per second and replaces its blind decay, which reached its 1e-4 floor
+at epoch 30 and then waited there for noise to stop the run: the rate falls only when the
+validations stop improving and its floor ends the run (:mod:`.schedule`); the weights are
+averaged and the average is what is validated and kept (:mod:`.regularize`); a start from
+another model is matched to the data's level first and fine-tuned at half the rate.
 """
 
 from __future__ import annotations
