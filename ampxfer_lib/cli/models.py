@@ -57,8 +57,6 @@ def run_export(args) -> int:
     if args.knob and len(args.knob) != weights.config.num_knobs:
         raise ConfigError(f"{model_path}: the model has {weights.config.num_knobs} knob(s) but {len(args.knob)} "
                           "--knob value(s) were given")
-    if any(not 0.0 <= k <= 1.0 for k in args.knob):
-        raise ConfigError(f"--knob values must lie in 0..1, got {args.knob}")
     metadata = {"name": args.name} if args.name else None
     notes = export_model(weights, fmt, out, knobs=args.knob or None, metadata=metadata, source=str(model_path))
     print(f"wrote {out} ({fmt})")

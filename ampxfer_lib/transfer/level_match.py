@@ -27,6 +27,7 @@ import torch
 
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.model.network import AmpLSTM
+from ampxfer_lib.training.losses import esr_numpy
 from ampxfer_lib.model.weights import ModelWeights
 
 METHODS = ("none", "gain", "refit")
@@ -90,11 +91,6 @@ def least_squares(a: np.ndarray, r: np.ndarray, ridge: float) -> np.ndarray:
     return np.linalg.solve(gram + ridge * scale * np.eye(k), a.T @ r)
 
 
-def _esr(pred: np.ndarray, target: np.ndarray) -> float:
-    yy = float(np.dot(target, target))
-    return float(np.dot(pred - target, pred - target)) / yy if yy > 0 else float("inf")
-
-
 def match_level(weights: ModelWeights, stretches: Stretches, method: str = "refit",
                 ridge: float = 1e-4) -> Tuple[ModelWeights, Dict[str, float]]:
     """``weights`` with its dense layer fitted to the target (see the module docstring).
@@ -113,7 +109,7 @@ def match_level(weights: ModelWeights, stretches: Stretches, method: str = "refi
     lin_b = float(weights.params["lin.bias"][0])
     skip = x if weights.config.skip else 0.0
     dense = hidden @ lin_w + lin_b
-    before = _esr(dense + skip, y)
+    before = esr_numpy(dense + skip, y)
     info: Dict[str, float] = {"method": method, "esr_before": before}
     if method == "none":
         info["esr_after"] = before
@@ -126,7 +122,7 @@ def match_level(weights: ModelWeights, stretches: Stretches, method: str = "refi
     else:
         coef = least_squares(np.concatenate([hidden, np.ones((len(x), 1))], axis=1), r, ridge)
         new_w, new_b = coef[:-1], coef[-1]
-    info["esr_after"] = _esr(hidden @ new_w + new_b + skip, y)
+    info["esr_after"] = esr_numpy(hidden @ new_w + new_b + skip, y)
     params = dict(weights.params)
     params["lin.weight"] = np.asarray(new_w, dtype=np.float32)[None, :]
     params["lin.bias"] = np.asarray([new_b], dtype=np.float32)

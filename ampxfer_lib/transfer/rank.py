@@ -45,6 +45,7 @@ from ampxfer_lib.fileio import PathLike
 from ampxfer_lib.model.formats import load_model, save_model
 from ampxfer_lib.training.losses import LossConfig, esr_numpy, make_loss
 from ampxfer_lib.model.network import AmpLSTM
+from ampxfer_lib.transfer.level_match import least_squares
 from ampxfer_lib.model.weights import ModelWeights, expand_inputs, fold_knobs
 from ampxfer_lib.training.tbptt import tbptt_batch, tbptt_windows
 
@@ -150,9 +151,7 @@ def refit_head(hidden: np.ndarray, x: np.ndarray, y: np.ndarray, skip: bool) -> 
     h = hidden.astype(np.float64)
     a = np.concatenate([h, np.ones((len(h), 1))], axis=1)
     r = y.astype(np.float64) - (x.astype(np.float64) if skip else 0.0)
-    gram = a.T @ a
-    ridge = 1e-9 * np.trace(gram) / len(gram)
-    coef = np.linalg.solve(gram + ridge * np.eye(len(gram)), a.T @ r)
+    coef = least_squares(a, r, ridge=1e-9)
     pred = a @ coef + (x if skip else 0.0)
     yy = float(np.dot(y.astype(np.float64), y))
     esr = float(np.sum(np.square(y - pred))) / yy if yy > 0 else math.inf
