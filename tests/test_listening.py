@@ -111,6 +111,7 @@ def test_players_are_matched_lossless_flac_and_not_normalised():
     # the table is a group whose players pause each other
     assert f"<table class='{listening.PLAYER_GROUP_CLASS}'>" in html
     assert f"onplay=\"var g=this.closest(&#x27;.{listening.PLAYER_GROUP_CLASS}&#x27;)" in html
+    assert "onerror=\"if(this.error&amp;&amp;this.error.code===2&amp;&amp;!this.dataset.reloaded)" in html
 
 
 def test_encode_audio_is_lossless_16_bit_and_smaller_than_wav():
@@ -198,6 +199,9 @@ def test_knob_player_renders_each_setting_once_and_keeps_the_position(tmp_path):
     # the position memory is keyed per player and survives the element being replaced
     assert f"(window.ampxferKnob=window.ampxferKnob||{{}})[&#x27;{p.key}&#x27;]" in first
     assert "onloadedmetadata=" in first and "this.currentTime=s.t" in first
+    # the clip is in the page: preloaded whole; a network error gets one reload, other errors stand
+    assert '<audio controls preload="auto" loop' in first
+    assert "onerror=\"if(this.error&amp;&amp;this.error.code===2&amp;&amp;!this.dataset.reloaded)" in first
     p.slider.value = 1.0
     assert calls == [0.5, 1.0]
     assert p.note.value == "gain 1: a trained setting" and p.player.value != first

@@ -138,6 +138,9 @@ PLAYER_GROUP_CLASS = "ampxfer-players"
 # exclusively.
 _PAUSE_OTHERS = ("var g=this.closest('." + PLAYER_GROUP_CLASS + "');if(g){g.querySelectorAll('audio')"
                  ".forEach(function(a){if(a!==this){a.pause();}},this);}")
+# A network error on a data URI is transient (the bytes are in the page): Chromium raised
+# one, rarely, on a knob player seeking under load. One reload, then the error stands.
+_RELOAD_ON_NETWORK_ERROR = "if(this.error&&this.error.code===2&&!this.dataset.reloaded){this.dataset.reloaded='1';this.load();}"
 
 
 def encode_audio(x: np.ndarray, rate: int, fmt: str = AUDIO_FORMAT) -> bytes:
@@ -156,7 +159,7 @@ def audio_html(x: np.ndarray, rate: int, fmt: str = AUDIO_FORMAT, attrs: Optiona
     normalising). It pauses the other players of its group (:data:`PLAYER_GROUP_CLASS`) when it
     starts; ``attrs`` are further attributes (event handlers, ``loop``), escaped here."""
     data = base64.b64encode(encode_audio(x, rate, fmt)).decode("ascii")
-    extra = {"onplay": _PAUSE_OTHERS, **dict(attrs or {})}
+    extra = {"onplay": _PAUSE_OTHERS, "onerror": _RELOAD_ON_NETWORK_ERROR, **dict(attrs or {})}
     more = "".join(f' {k}="{html.escape(v, quote=True)}"' if v else f" {k}" for k, v in extra.items())
     return f'<audio controls preload="metadata" src="data:{AUDIO_MIME[fmt]};base64,{data}"{more}></audio>'
 
@@ -360,10 +363,12 @@ class KnobPlayer:
                    "{t:this.currentTime,p:!this.paused};}"
         resume = (f"var s=(window.ampxferKnob||{{}})['{self.key}'];if(s){{if(s.t<this.duration){{this.currentTime=s.t;}}"
                   "if(s.p){var q=this.play();if(q){q.catch(function(){});}}}")
-        attrs = {"ontimeupdate": remember, "onplay": remember, "onpause": remember, "onloadedmetadata": resume}
+        attrs = {"ontimeupdate": remember, "onplay": remember, "onpause": remember, "onloadedmetadata": resume,
+                 "onerror": _RELOAD_ON_NETWORK_ERROR}
         loop = " loop" if self.looping.value else ""
         more = "".join(f' {k}="{html.escape(v, quote=True)}"' for k, v in attrs.items())
-        return (f'<audio controls preload="metadata"{loop} data-knob="{value:g}" '
+        # preload "auto": the clip is in the page already, and a seek then needs no further read
+        return (f'<audio controls preload="auto"{loop} data-knob="{value:g}" '
                 f'src="data:{AUDIO_MIME[self.fmt]};base64,{data}"{more}></audio>')
 
     def _update(self) -> None:

@@ -392,7 +392,9 @@ class Lab:
     def check_player(self, page, index: int, report: Report, where: str) -> bool:
         """Playable source (duration > 0, no media error), and playing after a click."""
         page.locator(".jp-Notebook audio").nth(index).scroll_into_view_if_needed()
-        state = self._wait_audio(page, index, lambda s: s["error"] is not None or (s["ready"] >= 1 and s["duration"] > 0), 10)
+        # a network error (2) on a data URI gets one reload from the player itself: wait it out
+        state = self._wait_audio(page, index, lambda s: s["error"] not in (None, 2) or
+                                 (s["error"] is None and s["ready"] >= 1 and s["duration"] > 0), 10)
         if state is None:
             report.fail("player-source", where, "the player disappeared")
             return False
