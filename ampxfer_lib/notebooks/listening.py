@@ -367,8 +367,7 @@ class KnobPlayer:
                  "onerror": _RELOAD_ON_NETWORK_ERROR}
         loop = " loop" if self.looping.value else ""
         more = "".join(f' {k}="{html.escape(v, quote=True)}"' for k, v in attrs.items())
-        # preload "auto": the clip is in the page already, and a seek then needs no further read
-        return (f'<audio controls preload="auto"{loop} data-knob="{value:g}" '
+        return (f'<audio controls preload="metadata"{loop} data-knob="{value:g}" '
                 f'src="data:{AUDIO_MIME[self.fmt]};base64,{data}"{more}></audio>')
 
     def _update(self) -> None:

@@ -564,7 +564,8 @@ class Lab:
                 report.fail("slider", where, f"moving the slider from {old} to {new} did not change the audio")
                 continue
             if knob and playing:
-                state = self._wait_audio(page, index, lambda st: not st["paused"] and st["time"] > 0, 5)
+                # 10 s: the kernel renders the new setting first, slow on a loaded 2-core machine
+                state = self._wait_audio(page, index, lambda st: not st["paused"] and st["time"] > 0, 10)
                 if state is None or state["paused"]:
                     report.fail("knob-resume", where, "the knob player stopped when the knob moved")
                 else:
