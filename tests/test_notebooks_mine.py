@@ -128,10 +128,11 @@ def test_a_source_recording_becomes_a_library_entry_and_start_overrides_the_rank
     lib = tiny_library(tmp_path / "mylib")
     monkeypatch.setenv(LIBRARY_ENV, str(lib))
     work = tmp_path / "work"
-    runs = run(work, ["01", "03"], MY_DI=str(recordings["di"]), MY_SOURCE=str(recordings["ts9"]),
-               MY_TARGET=str(recordings["mt2"]), START="2")
+    runs = run(work, ["01", "02", "03"], MY_DI=str(recordings["di"]), MY_SOURCE=str(recordings["ts9"]),
+               MY_TARGET=str(recordings["mt2"]), SCRATCH_BASELINE=False, START="2")
     text = {r.name[:2]: notebook_text(r.executed) for r in runs}
     cap, source = work / "captures" / "mt2", work / "captures" / "ts9"
+    assert "scratch baseline skipped (SCRATCH_BASELINE is off)" in text["02"] and not (cap / "scratch").exists()
     # the source recording: prepared by 01, trained from scratch and registered by 03
     assert json.loads((work / mine.SUITE_FILE).read_text())["source"]["out"] == str(source)
     src_stages = json.loads((source / RECORD).read_text())["stages"]

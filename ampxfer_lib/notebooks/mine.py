@@ -238,12 +238,12 @@ def resolve_start(start: Union[str, int, None], ranking: Sequence[dict]) -> Unio
 
 def chosen_line(cap) -> str:
     """The start the capture will train from, before it does: its name, score and who chose it."""
-    return f"starting point: {cap._start_words(cap._choose_start())}"
+    return f"starting point: {cap.start_words(cap.choose_start())}"
 
 
 def start_line(cap) -> str:
     """Where the capture started from, in words (its score and who chose it)."""
-    return f"started from {cap._start_words(cap.stage('train').get('start'))}"
+    return f"started from {cap.start_words(cap.stage('train').get('start'))}"
 
 
 def export_lines(info: dict, out: PathLike) -> List[str]:

@@ -11,6 +11,8 @@ The notebooks 01-04 share one work folder and hand work to each other through fi
       study/                the study folder (ampxfer_lib.study): runs/, results.csv,
                             table1.md, figures/
       listening/            rendered clips, null tests, ABX answers (04)
+      suite.json            which data 01 prepared: the sample study, or your device
+                            (ampxfer_lib.notebooks.mine: captures/<name>/, capture folders)
 
 Budgets (:data:`BUDGETS`): ``demo`` caps the epochs so the whole suite runs in about 30-45
 minutes on two CPU cores and still shows transfer starting and ending lower; ``article`` is
