@@ -69,6 +69,7 @@ def run(work: Path, names, **params):
                            extra={"DATA": "my recordings", "STARTING_MODELS": "", "SHIPPED_MODELS": False, **params})
 
 
+@pytest.mark.slow
 def test_notebooks_01_to_04_capture_my_device(tmp_path, recordings, monkeypatch):
     lib = tiny_library(tmp_path / "mylib")
     monkeypatch.setenv(LIBRARY_ENV, str(lib))
@@ -121,8 +122,19 @@ def test_notebooks_01_to_04_capture_my_device(tmp_path, recordings, monkeypatch)
     assert [e.name for e in entries] == ["tiny_start", "mt2"]
     assert entries[1].test_esr == stages["evaluate"]["test_esr"] and entries[1].capture == str(cap)
     assert f"in your model library as 'mt2': {lib}" in text["04"]
+    # 03 again with another START: refused in the notebook's words, the trained capture untouched
+    again = mine.open_capture(work, smoke=True, log=None)
+    with pytest.raises(ConfigError) as info:
+        mine.set_start(again, "scratch", ranking)
+    assert str(info.value) == (f"START = 'scratch': {cap} was trained already from {again.start_words(start)}; leave "
+                               "START empty to continue with it, or move that folder away to train again from "
+                               "another start")
+    mine.set_start(again, "", ranking)
+    mine.set_start(again, "tiny_start", ranking)
+    assert json.loads((cap / RECORD).read_text()) == record
 
 
+@pytest.mark.slow
 def test_a_source_recording_becomes_a_library_entry_and_start_overrides_the_ranking(tmp_path, recordings,
                                                                                      monkeypatch):
     lib = tiny_library(tmp_path / "mylib")

@@ -236,6 +236,20 @@ def resolve_start(start: Union[str, int, None], ranking: Sequence[dict]) -> Unio
                       "model .json file")
 
 
+def set_start(cap, start: Union[str, int, None], ranking: Sequence[dict]) -> None:
+    """Give the capture 03's START (see :func:`resolve_start`). A capture trained already keeps
+    its start: another START is refused here, in the notebook's words, before any work."""
+    cap.start = resolve_start(start, ranking)
+    if not cap.done("train") or cap.start is None:
+        return
+    key = lambda s: None if not s else (os.path.realpath(s["model"]), list(s.get("knobs") or []))  # noqa: E731
+    trained = cap.stage("train").get("start")
+    if key(trained) != key(cap.choose_start()):
+        raise ConfigError(f"START = {start!r}: {cap.out} was trained already from {cap.start_words(trained)}; "
+                          "leave START empty to continue with it, or move that folder away to train again from "
+                          "another start")
+
+
 def chosen_line(cap) -> str:
     """The start the capture will train from, before it does: its name, score and who chose it."""
     return f"starting point: {cap.start_words(cap.choose_start())}"
