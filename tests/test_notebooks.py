@@ -164,6 +164,8 @@ def own_pair(folder, target_rate=48000):
 
 
 def test_own_recordings_that_fail_a_check_stop_with_what_to_do(tmp_path, monkeypatch):
+    import soundfile as sf
+
     from ampxfer_lib.errors import AudioError
     from ampxfer_lib.notebooks import mine
 
@@ -190,6 +192,13 @@ def test_own_recordings_that_fail_a_check_stop_with_what_to_do(tmp_path, monkeyp
                       "target": {"input": str(di), "target": str(src), "out": str(work / "captures" / "dev_out")}}
     assert sorted(p.name for p in (work / "captures" / "dev_out").iterdir()) == ["capture.json", "data"]
     assert not (work / mine.SUITE_FILE).exists()  # 01 writes it last, after its other cells
+    # a source recording with the target's file name gets a folder of its own
+    same_name = tmp_path / "other" / "dev_out.wav"
+    same_name.parent.mkdir()
+    sf.write(str(same_name), 0.5 * sf.read(str(src))[0], 44100, subtype="PCM_24")
+    choice = mine.prepare_mine(str(di), str(same_name), str(src), "local paths", work, log=lambda m: None)
+    assert (choice["target"]["out"], choice["source"]["out"]) == (str(work / "captures" / "dev_out"),
+                                                                 str(work / "captures" / "dev_out_2"))
 
 
 def test_notebook_01_stops_at_a_failing_recording(tmp_path):

@@ -70,17 +70,19 @@ def is_mine(out_dir: PathLike) -> bool:
 
 # --------------------------------------------------------------------------- 01: prepare
 
-def capture_folder(out_dir: PathLike, di: PathLike, recording: PathLike) -> Path:
+def capture_folder(out_dir: PathLike, di: PathLike, recording: PathLike, taken: Sequence[str] = ()) -> Path:
     """``OUT_DIR/captures/<recording's name>``, or ``..._2``, ``..._3`` when a folder of that name
-    holds the capture of other recordings (a capture folder is never written over)."""
+    holds the capture of other recordings or is in ``taken`` (a capture folder is never written over)."""
     from ampxfer_lib.capture.record import RECORD
     from ampxfer_lib.fileio import sha256_file
     from ampxfer_lib.library.index import slug
 
     base = Path(out_dir).absolute() / CAPTURES / slug(Path(recording).stem)
-    mine = None
+    ours = None
     for k in range(1, 1000):
         folder = base if k == 1 else base.with_name(f"{base.name}_{k}")
+        if str(folder) in taken:
+            continue
         if not (folder / RECORD).exists():
             # new, or a prepare stopped before its record: Capture refuses it if it is foreign
             return folder
@@ -88,8 +90,8 @@ def capture_folder(out_dir: PathLike, di: PathLike, recording: PathLike) -> Path
             ident = json.loads((folder / RECORD).read_text(encoding="utf-8"))["identity"]
         except (OSError, ValueError, KeyError):
             continue
-        mine = mine or (sha256_file(di), sha256_file(recording))
-        if (ident.get("input_sha256"), ident.get("target_sha256")) == mine:
+        ours = ours or (sha256_file(di), sha256_file(recording))
+        if (ident.get("input_sha256"), ident.get("target_sha256")) == ours:
             return folder
     raise ConfigError(f"{base.parent}: holds 999 captures named {base.name}; rename MY_TARGET's file")
 
@@ -119,6 +121,7 @@ def prepare_mine(di: str, source: str, target: str, how: str, out_dir: PathLike,
     prepared in their place: a capture of a device that is not yours would look like an
     answer and be none.
     """
+    from ampxfer_lib.fileio import sha256_file
     from ampxfer_lib.library.index import user_library_dir
     from ampxfer_lib.notebooks.suite import OWN_RECORDINGS_FIX, find_recordings
 
@@ -130,10 +133,11 @@ def prepare_mine(di: str, source: str, target: str, how: str, out_dir: PathLike,
                              "out": str(capture_folder(out, roles["di"], roles["target"]))},
                   "source": None}
         if roles["source"]:
-            choice["source"] = {"input": os.path.abspath(roles["di"]), "target": os.path.abspath(roles["source"]),
-                                "out": str(capture_folder(out, roles["di"], roles["source"]))}
-            if choice["source"]["out"] == choice["target"]["out"]:
+            if sha256_file(roles["source"]) == sha256_file(roles["target"]):
                 raise ConfigError("MY_SOURCE and MY_TARGET are the same recording; MY_SOURCE is a similar device")
+            folder = capture_folder(out, roles["di"], roles["source"], taken=[choice["target"]["out"]])
+            choice["source"] = {"input": os.path.abspath(roles["di"]), "target": os.path.abspath(roles["source"]),
+                                "out": str(folder)}
         for role in ("target", "source"):
             if choice[role] is not None:
                 _open(choice, role, log=log).prepare()
