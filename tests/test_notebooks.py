@@ -163,34 +163,42 @@ def own_pair(folder, target_rate=48000):
     return di, src, tgt
 
 
-def test_own_recordings_that_fail_a_check_stop_with_what_to_do(tmp_path):
-    from ampxfer_lib.errors import AudioError
-    from ampxfer_lib.notebooks import suite
+def test_own_recordings_that_fail_a_check_stop_with_what_to_do(tmp_path, monkeypatch):
+    import soundfile as sf
 
+    from ampxfer_lib.errors import AudioError
+    from ampxfer_lib.notebooks import mine
+
+    monkeypatch.setenv("AMPXFER_MODELS", str(tmp_path / "mylib"))
     di, src, tgt = own_pair(tmp_path / "rec")
-    config = suite.prepare_config(smoke=True)
     work = tmp_path / "work"
     fix = ('fix that in the parameters cell (or the file) and run this notebook again; DATA = "sample" runs the '
            "suite on the sample data instead")
     with pytest.raises(AudioError) as info:
-        suite.prepare_own_recordings(str(di), str(src), str(tgt), "local paths", work, config, log=lambda m: None)
+        mine.prepare_mine(str(di), str(src), str(tgt), "local paths", work, log=lambda m: None)
     assert str(info.value) == (f"your recordings cannot be used: {tgt}: recorded at 48000 Hz but the input {di} is "
                                f"at 44100 Hz; record (or export) both at one rate; {fix}")
     missing = tmp_path / "rec" / "missing.wav"
     with pytest.raises(ConfigError) as info:
-        suite.prepare_own_recordings(str(di), str(src), str(missing), "local paths", work, config)
+        mine.prepare_mine(str(di), str(src), str(missing), "local paths", work)
     assert str(info.value) == f"your recordings cannot be used: {missing}: no such file (MY_TARGET); {fix}"
     with pytest.raises(ConfigError) as info:
-        suite.prepare_own_recordings(str(di), "", str(tgt), "local paths", work, config, starting_models="")
-    assert str(info.value) == ("your recordings cannot be used: give MY_SOURCE (the DI through a device like the new "
-                               f"one) or a STARTING_MODEL to start from; {fix}")
-    assert not (work / "data").exists()  # nothing prepared, the sample data least of all
-    good = tmp_path / "rec" / "dev_out.wav"
-    manifests, pairs = suite.prepare_own_recordings(str(di), str(src), str(good), "local paths", work, config,
-                                                    log=lambda m: None)
-    assert sorted(manifests) == ["my_source", "my_target"]
-    assert sorted(p.name for p in (work / "data").iterdir()) == ["my_source", "my_target"]
-    assert pairs == [{"name": "mine", "source": {"data": "data/my_source"}, "target": {"data": "data/my_target"}}]
+        mine.prepare_mine(str(di), str(src), str(src), "local paths", work)
+    assert str(info.value) == ("your recordings cannot be used: MY_SOURCE and MY_TARGET are the same recording; "
+                               f"MY_SOURCE is a similar device; {fix}")
+    assert not work.exists()  # nothing prepared, the sample data least of all
+    choice = mine.prepare_mine(str(di), "", str(src), "local paths", work, log=lambda m: None)
+    assert choice == {"user_library": str(tmp_path / "mylib"), "source": None,
+                      "target": {"input": str(di), "target": str(src), "out": str(work / "captures" / "dev_out")}}
+    assert sorted(p.name for p in (work / "captures" / "dev_out").iterdir()) == ["capture.json", "data"]
+    assert not (work / mine.SUITE_FILE).exists()  # 01 writes it last, after its other cells
+    # a source recording with the target's file name gets a folder of its own
+    same_name = tmp_path / "other" / "dev_out.wav"
+    same_name.parent.mkdir()
+    sf.write(str(same_name), 0.5 * sf.read(str(src))[0], 44100, subtype="PCM_24")
+    choice = mine.prepare_mine(str(di), str(same_name), str(src), "local paths", work, log=lambda m: None)
+    assert (choice["target"]["out"], choice["source"]["out"]) == (str(work / "captures" / "dev_out"),
+                                                                 str(work / "captures" / "dev_out_2"))
 
 
 def test_notebook_01_stops_at_a_failing_recording(tmp_path):

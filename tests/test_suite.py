@@ -76,27 +76,20 @@ def test_budgets(tmp_path):
         suite.suite_study(tmp_path, "quick")
 
 
-def test_own_recordings_from_local_paths(tmp_path):
+def test_find_recordings_from_local_paths(tmp_path):
     xin, tgt = write_pair(tmp_path / "rec", seconds=2.0)
     src = tmp_path / "rec" / "dev_out.wav"
-    recordings, pairs = suite.own_recordings(str(xin), str(src), str(tgt), "local paths", tmp_path)
-    assert recordings == {"my_target": (str(xin), str(tgt)), "my_source": (str(xin), str(src))}
-    assert pairs == [{"name": "mine", "source": {"data": "data/my_source"}, "target": {"data": "data/my_target"}}]
-    model = tmp_path / "TS9.json"
-    model.write_text("{}")
-    recordings, pairs = suite.own_recordings(str(xin), "", str(tgt), "local paths", tmp_path, model, [1.0])
-    assert list(recordings) == ["my_target"]
-    assert pairs[0]["source"] == {"model": str(model), "knobs": [1.0]}
-    with pytest.raises(ConfigError, match="MY_SOURCE"):
-        suite.own_recordings(str(xin), "", str(tgt), "local paths", tmp_path)
+    roles = suite.find_recordings(str(xin), str(src), str(tgt), "local paths", tmp_path)
+    assert roles == {"di": str(xin), "source": str(src), "target": str(tgt)}
+    assert suite.find_recordings(str(xin), "", str(tgt), "local paths", tmp_path)["source"] == ""
     with pytest.raises(ConfigError, match="MY_DI and MY_TARGET"):
-        suite.own_recordings(str(xin), "", "", "local paths", tmp_path)
-    with pytest.raises(ConfigError, match="no such file"):
-        suite.own_recordings(str(xin), "", str(tmp_path / "missing.wav"), "local paths", tmp_path, model)
+        suite.find_recordings(str(xin), "", "", "local paths", tmp_path)
+    with pytest.raises(ConfigError, match=r"missing.wav: no such file \(MY_TARGET\)"):
+        suite.find_recordings(str(xin), "", str(tmp_path / "missing.wav"), "local paths", tmp_path)
     with pytest.raises(ConfigError, match="Colab only"):
-        suite.own_recordings(str(xin), "", str(tgt), "upload (Colab)", tmp_path, model)
+        suite.find_recordings(str(xin), "", str(tgt), "upload (Colab)", tmp_path)
     with pytest.raises(ConfigError, match="GET_FILES"):
-        suite.own_recordings(str(xin), "", str(tgt), "ftp", tmp_path, model)
+        suite.find_recordings(str(xin), "", str(tgt), "ftp", tmp_path)
 
 
 def test_live_study_plot_draws_a_panel_per_target_and_data_size(tmp_path):

@@ -304,14 +304,14 @@ class Capture(RankStage):
             rec = self.stage("train")
             if self.start is not None:  # an explicit request must match what was trained
                 diff = _first_difference({"start": rec["settings"]["start"]},
-                                         {"start": self._settings(self._choose_start())["start"]})
+                                         {"start": self._settings(self.choose_start())["start"]})
                 if diff:
                     raise ConfigError(f"{self.out}: the capture was trained already from "
-                                      f"{self._start_words(rec['start'])}; choose another --out to train from another start")
-            self._done_before("train", f"from {self._start_words(rec['start'])}, test ESR "
+                                      f"{self.start_words(rec['start'])}; choose another --out to train from another start")
+            self._done_before("train", f"from {self.start_words(rec['start'])}, test ESR "
                                        f"{_fmt(rec['summary']['test_esr'])}")
             return rec["summary"]
-        start = self._choose_start()
+        start = self.choose_start()
         settings = self._settings(start)
         if start is None and self.done("scratch") and self.stage("scratch").get("settings") == settings:
             # The scratch baseline is this very run: no need to train it twice.
@@ -322,7 +322,7 @@ class Capture(RankStage):
         init = None
         if start is not None:
             init = str(export_starting_model(start, self.out / START))
-        self._say("train", f"from {self._start_words(start)} ({self.preset} recipe, {self._subset()} training audio)")
+        self._say("train", f"from {self.start_words(start)} ({self.preset} recipe, {self._subset()} training audio)")
         summary = train(self._train_config(init), self.out / RUN, self._callbacks())
         summary = {k: summary[k] for k in ("test_esr", "best_val_loss", "best_epoch", "epochs", "train_seconds",
                                            "initial_val_loss", "stop_reason", "hidden_size", "device")}
@@ -330,7 +330,8 @@ class Capture(RankStage):
         return summary
 
     @staticmethod
-    def _start_words(start: Optional[dict]) -> str:
+    def start_words(start: Optional[dict]) -> str:
+        """A start (a ranking entry, as recorded by train) in words: name, library, score, who chose it."""
         if not start:
             return "scratch (no starting model)"
         words = start.get("name") or Path(start["model"]).stem
@@ -448,7 +449,7 @@ class Capture(RankStage):
             details.append(("device settings", ", ".join(f"{k} {v}" for k, v in self.knobs)))
         details += [("recordings", f"{self.input['path']} + {self.target['path']}")]
         details += [("warning", w) for w in prep.get("warnings", [])]
-        info = PageInfo(name=self.name, verdict=verdict(ev["test_esr"]), start=self._start_words(tr["start"]),
+        info = PageInfo(name=self.name, verdict=verdict(ev["test_esr"]), start=self.start_words(tr["start"]),
                         plugins=tuple((f["file"], f["format"], tuple(f["notes"])) for f in ex["files"]),
                         skipped=tuple((s["format"], s["why"]) for s in ex["skipped"]),
                         comparison=ev["comparison"], details=tuple(details))
@@ -543,7 +544,7 @@ def summary_lines(record: dict) -> List[str]:
         if st["evaluate"].get("comparison"):
             lines.append(f"  {st['evaluate']['comparison']}")
     if "train" in st:
-        lines.append(f"  started from: {Capture._start_words(st['train']['start'])}")
+        lines.append(f"  started from: {Capture.start_words(st['train']['start'])}")
     if "export" in st:
         for f in st["export"]["files"]:
             lines.append(f"  plugin file: {f['file']} ({f['format']})")

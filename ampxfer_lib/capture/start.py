@@ -75,8 +75,9 @@ class RankStage:
         best = ranked[0]
         return f"best start {best.get('name', Path(best['model']).stem)} (score {best['score']:.4g}, {best['scored_by']})"
 
-    def _choose_start(self) -> Optional[dict]:
-        """The starting model as a ranking-like entry plus ``chosen_by``; None: from scratch."""
+    def choose_start(self) -> Optional[dict]:
+        """The starting model as a ranking-like entry plus ``chosen_by``; None: from scratch.
+        Ranks first when ``start`` needs the ranking (the notebooks show it before training)."""
         start = self.start
         if isinstance(start, str) and start.strip().lower() == "scratch":
             return None

@@ -11,6 +11,8 @@ The notebooks 01-04 share one work folder and hand work to each other through fi
       study/                the study folder (ampxfer_lib.study): runs/, results.csv,
                             table1.md, figures/
       listening/            rendered clips, null tests, ABX answers (04)
+      suite.json            which data 01 prepared: the sample study, or your device
+                            (ampxfer_lib.notebooks.mine: captures/<name>/, capture folders)
 
 Budgets (:data:`BUDGETS`): ``demo`` caps the epochs so the whole suite runs in about 30-45
 minutes on two CPU cores and still shows transfer starting and ending lower; ``article`` is
@@ -318,17 +320,15 @@ class LiveStudyPlot:
 HOW = ("local paths", "upload (Colab)", "Google Drive (Colab)", "shared Drive links")
 
 
-def own_recordings(di: str, source: str, target: str, how: str, out_dir: PathLike,
-                   starting_model: Optional[PathLike] = None, starting_knobs: Sequence[float] = (),
-                   log: Callable[[str], None] = print) -> Tuple[Dict[str, Tuple[str, str]], List[dict]]:
-    """Your recordings as local files, and the study pair they make.
+def find_recordings(di: str, source: str, target: str, how: str, out_dir: PathLike,
+                    log: Callable[[str], None] = print) -> Dict[str, str]:
+    """Notebook 01's recordings as local files: ``{"di", "source", "target"}`` (``source`` may be "").
 
-    ``di``: the clean DI played into both devices; ``source``: the recording through the
-    device you start from (may be empty when ``starting_model`` is given, e.g. a capture
-    from the catalogue); ``target``: the recording through the new device. ``how``: one of
+    ``di``: the clean DI; ``source``: that DI through a device like the new one (optional: it
+    becomes a starting model); ``target``: the DI through the new device. ``how``: one of
     :data:`HOW`: plain paths; names of files chosen in Colab's upload dialog; paths relative
-    to "My Drive" after mounting Google Drive; or Drive share links (downloaded). Returns
-    ``({"my_source": (di, source), "my_target": (di, target)}, [pair])``.
+    to "My Drive" after mounting Google Drive; or Drive share links (downloaded into
+    ``out_dir/recordings``). A file that is not there is a ConfigError naming its parameter.
     """
     from ampxfer_lib.notebooks import colab
 
@@ -351,51 +351,9 @@ def own_recordings(di: str, source: str, target: str, how: str, out_dir: PathLik
     for k, v in roles.items():
         if v and not Path(v).is_file():
             raise ConfigError(f"{v}: no such file (MY_{k.upper()})")
-    recordings = {"my_target": (roles["di"], roles["target"])}
-    if roles["source"]:
-        recordings["my_source"] = (roles["di"], roles["source"])
-        source_spec: dict = {"data": "data/my_source"}
-    elif starting_model is not None:
-        source_spec = {"model": os.path.abspath(starting_model)}
-        if starting_knobs:
-            source_spec["knobs"] = [float(k) for k in starting_knobs]
-    else:
-        raise ConfigError("give MY_SOURCE (the DI through a device like the new one) or a STARTING_MODEL to start from")
-    return recordings, [{"name": "mine", "source": source_spec, "target": {"data": "data/my_target"}}]
+    return roles
 
 
 #: What notebook 01 says after a check of your recordings failed (appended to the error's line).
 OWN_RECORDINGS_FIX = ('fix that in the parameters cell (or the file) and run this notebook again; DATA = "sample" '
                       "runs the suite on the sample data instead")
-
-
-def prepare_own_recordings(di: str, source: str, target: str, how: str, out_dir: PathLike, config: PrepareConfig,
-                           starting_models: str = "", log: Callable[[str], None] = print
-                           ) -> Tuple[Dict[str, dict], List[dict]]:
-    """Notebook 01 with ``DATA = "my recordings"``: your files found, checked and prepared.
-
-    Arguments as :func:`own_recordings`; ``config``: the data preparation; ``starting_models``:
-    the notebook's comma-separated catalogue names, the first of which is fetched as the
-    starting model when ``source`` is empty. Returns ``(manifests, pairs)``: name -> manifest
-    of ``out_dir/data/<name>`` (see :func:`prepare_devices`) and the study pair.
-
-    A recording that fails a check (or a missing file, an unreachable starting model) raises
-    that error, of the same class, as one line: ``your recordings cannot be used: <the
-    error>; <what to do>``. Nothing is prepared in their place: a suite of results about
-    devices that are not yours would look like an answer and be none.
-    """
-    from ampxfer_lib.notebooks import colab
-
-    out = Path(out_dir)
-    try:
-        start, knobs = None, []
-        names = [n.strip() for n in starting_models.split(",") if n.strip()]
-        if not source and names:
-            start = colab.fetch_starting_model(names[0], out / "models", timeout=15, log=log)
-            knobs = [1.0] * colab.STARTING_MODELS[names[0]].knobs  # a conditioned capture: knob fully up
-        recordings, pairs = own_recordings(di, source, target, how, out, start, knobs, log=log)
-        manifests = prepare_devices(recordings, out, config, overwrite=False, log=log)
-    except AmpxferError as exc:
-        # Same class, so the command line's exit code and an `except AudioError` still hold.
-        raise type(exc)(f"your recordings cannot be used: {exc}; {OWN_RECORDINGS_FIX}") from None
-    return manifests, pairs
