@@ -22,6 +22,7 @@ files of the same name: only a file listed with its current content is ampxfer's
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -34,7 +35,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Iterator, Optional
 
 from ampxfer_lib.errors import AmpxferError, ConfigError, OutputError
 from ampxfer_lib.fileio import PathLike, atomic_write_json, make_dirs, sha256_file
@@ -335,6 +336,27 @@ def holds_folder(argument: str, purpose: str) -> Callable:
         return held
 
     return wrap
+
+
+@contextlib.contextmanager
+def hold_when_free(folder: PathLike, purpose: str, wait_seconds: float = 60.0) -> Iterator[FolderLock]:
+    """Hold ``folder`` for one short update, waiting for another process's update to finish
+    rather than refusing: for writes that take milliseconds and must all land (a library
+    index entry, an ABX answer), where two processes at the same moment are normal. After
+    ``wait_seconds`` the holder is named as :class:`FolderLock` names it."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            lock = FolderLock(folder, purpose).acquire()
+            break
+        except FolderInUseError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 # --------------------------------------------------------------------------- ampxfer's own files

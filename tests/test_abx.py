@@ -66,6 +66,36 @@ def test_abx_session_records_answers_to_csv(tmp_path):
         s2.answer("C")
 
 
+def _answer_all(path, session, n, barrier, results):
+    trials = abx.abx_trials(("scratch", "transfer"), ["c1"], n, seed=0)
+    s = abx.AbxSession(trials, path, listener=session, session=session)
+    barrier.wait()
+    for t in trials:
+        s.answer(t.x)
+    results.put(session)
+
+
+def test_two_kernels_answering_at_the_same_moment_keep_every_row(tmp_path):
+    # Each answer rewrites the whole file; without the folder's lock two writers read the
+    # same old file and the later write drops the other's row.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    path, n, sessions = tmp_path / "listening" / "abx.csv", 30, ("k1", "k2", "k3")
+    barrier, results = ctx.Barrier(len(sessions)), ctx.Queue()
+    procs = [ctx.Process(target=_answer_all, args=(path, k, n, barrier, results)) for k in sessions]
+    for p in procs:
+        p.start()
+    assert sorted(results.get(timeout=120) for _ in sessions) == list(sessions)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    rows = list(csv.DictReader(path.open()))
+    assert sorted((r["session"], int(r["trial"])) for r in rows) == \
+        sorted((k, i) for k in sessions for i in range(1, n + 1))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["abx.csv"]  # no lock or temporary left
+
+
 def test_abx_session_refuses_a_foreign_csv(tmp_path):
     path = tmp_path / "other.csv"
     path.write_text("a,b\n1,2\n")

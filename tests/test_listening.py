@@ -211,3 +211,47 @@ def test_knob_player_renders_each_setting_once_and_keeps_the_position(tmp_path):
     assert " loop " not in p.player.value and 'data-knob="0.5"' in p.player.value
     assert p._repr_mimebundle_()["text/plain"] == listening.KnobPlayer.HINT
     assert "ampxfer-knob" in p.box._dom_classes
+
+
+def _hold_then_write(folder, acquired, marker):
+    from ampxfer_lib.folders import FolderLock
+
+    with FolderLock(folder, "listening clips"):
+        acquired.set()
+        import time
+
+        time.sleep(0.5)
+        (folder / marker).write_text("written while holding the folder")
+
+
+def test_write_clips_writes_every_sound_and_null_test_and_waits_for_the_folders_holder(tmp_path):
+    import multiprocessing
+
+    import soundfile as sf
+
+    from ampxfer_lib.folders import LOCK
+
+    rate = 8000
+    t, m = sine(220, 0.5, rate, 0.5), sine(220, 0.5, rate, 0.25)
+    clips = {"clip 1, 0.0 s": {"input": m, "target": t, "scratch": m},
+             "clip 2, 3.0 s": {"input": m, "target": t, "scratch": t}}
+    folder = tmp_path / "listening" / "amp_full"
+    folder.mkdir(parents=True)
+    ctx = multiprocessing.get_context("fork")
+    acquired = ctx.Event()
+    other = ctx.Process(target=_hold_then_write, args=(folder, acquired, "other_kernel.txt"))
+    other.start()
+    assert acquired.wait(30)
+    written = listening.write_clips(folder, clips, ["scratch"], rate)
+    # it waited for the other kernel: that one's last write, made while holding, is there
+    assert (folder / "other_kernel.txt").exists()
+    other.join(30)
+    names = ["input", "target", "scratch", "null_scratch"]
+    assert [p.name for p in written] == [f"clip{i}_{k}.wav" for i in (1, 2) for k in names]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([p.name for p in written] + ["other_kernel.txt"])
+    assert not (folder / LOCK).exists()
+    null1, r = sf.read(folder / "clip1_null_scratch.wav")
+    assert r == rate
+    np.testing.assert_allclose(null1, t - m, atol=1e-6)
+    null2, _ = sf.read(folder / "clip2_null_scratch.wav")
+    assert np.abs(null2).max() == 0.0  # target - itself

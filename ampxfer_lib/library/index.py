@@ -22,8 +22,6 @@ JSON files) is read as a library of all its ``*.json`` files.
 
 from __future__ import annotations
 
-import contextlib
-import time
 
 import datetime as _dt
 import json
@@ -32,11 +30,11 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike, atomic_write_json, atomic_write_text, make_dirs
-from ampxfer_lib.folders import FolderInUseError, FolderLock
+from ampxfer_lib.folders import hold_when_free
 
 INDEX = "index.json"
 LIBRARY_FORMAT = "ampxfer-model-library"
@@ -222,7 +220,7 @@ class ModelLibrary:
         text = neuralpi.dumps(weights)
         # Two captures finishing at once must not lose an entry: the read-modify-write of the
         # index holds the library folder.
-        with _held(self.path):
+        with hold_when_free(self.path, "library"):
             return self._add(model, weights, text, name, kind, knobs, test_esr, source, licence, capture, date)
 
     def _add(self, model, weights, text, name, kind, knobs, test_esr, source, licence, capture, date) -> LibraryEntry:
@@ -257,7 +255,7 @@ class ModelLibrary:
 
     def remove(self, name: str) -> LibraryEntry:
         """Drop an entry and delete its model file (the library's own copy); returns the entry."""
-        with _held(self.path):
+        with hold_when_free(self.path, "library"):
             return self._remove(name)
 
     def _remove(self, name: str) -> LibraryEntry:
@@ -272,26 +270,6 @@ class ModelLibrary:
         except FileNotFoundError:
             pass
         return entry
-
-
-@contextlib.contextmanager
-def _held(folder: Path, wait_seconds: float = 60.0) -> Iterator[None]:
-    """Hold the library folder for one index update, waiting for another process's update to
-    finish (each takes milliseconds) rather than refusing: two captures that finish together
-    must both be registered."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            lock = FolderLock(folder, "library").acquire()
-            break
-        except FolderInUseError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _sha256_text(text: str) -> str:

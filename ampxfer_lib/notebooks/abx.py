@@ -29,6 +29,7 @@ import numpy as np
 
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike, atomic_write_text
+from ampxfer_lib.folders import hold_when_free
 from ampxfer_lib.notebooks.listening import AUDIO_FORMAT, PLAYER_GROUP_CLASS, audio_html, match_loudness, widget_bundle
 
 
@@ -113,7 +114,9 @@ class AbxSession:
     """The state of one listener's ABX test; answers go to ``csv_path`` as they are given.
 
     ``answer("A"|"B")`` scores the current trial, appends its row to the CSV (the whole file
-    is rewritten atomically, so a crash never leaves half a row) and moves to the next.
+    is rewritten atomically, so a crash never leaves half a row, and under the folder's lock,
+    so two listeners' kernels answering at the same moment both keep their rows) and moves
+    to the next.
     """
 
     def __init__(self, trials: Sequence[AbxTrial], csv_path: PathLike, listener: str = "",
@@ -152,12 +155,13 @@ class AbxSession:
         return right
 
     def _append(self, row: dict) -> None:
-        rows = read_abx_csv(self.csv_path) + [row]
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(ABX_COLUMNS), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write_text(self.csv_path, buf.getvalue())
+        with hold_when_free(self.csv_path.parent, "ABX answers"):
+            rows = read_abx_csv(self.csv_path) + [row]
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=list(ABX_COLUMNS), lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+            atomic_write_text(self.csv_path, buf.getvalue())
 
     def score(self) -> AbxScore:
         return abx_score(self.results)

@@ -272,6 +272,30 @@ def esr_rows(targets: Mapping[str, np.ndarray], outputs: Mapping[str, Mapping[st
     return rows
 
 
+def write_clips(folder, clips: Mapping[str, Mapping[str, np.ndarray]], models: Sequence[str], rate: int) -> List:
+    """The listening clips as WAV files in ``folder``: ``clip{i}_{sound}.wav`` for every sound
+    of the i-th clip (1-based, in order) and ``clip{i}_null_{model}.wav`` (target - model) for
+    each of ``models``. ``clips``: clip name -> sound name -> (T,) audio, with a "target".
+
+    Written under the folder's lock (waiting for another kernel's writes rather than refusing),
+    so two notebooks writing the same clips never interleave. Returns the paths written."""
+    from pathlib import Path
+
+    from ampxfer_lib.data.audio import write_audio
+    from ampxfer_lib.folders import hold_when_free
+
+    folder = Path(folder)
+    written = []
+    with hold_when_free(folder, "listening clips"):
+        for i, sounds in enumerate(clips.values(), start=1):
+            outputs = dict(sounds) | {f"null_{k}": null_test(sounds["target"], sounds[k])[0] for k in models}
+            for name, audio in outputs.items():
+                path = folder / f"clip{i}_{name}.wav"
+                write_audio(path, audio, rate)
+                written.append(path)
+    return written
+
+
 def render_clip(weights, x: np.ndarray, start: int, stop: int, warmup: int = 4410,
                 knobs: Sequence[float] = ()) -> np.ndarray:
     """Render ``x[start:stop]`` through a model, after playing up to ``warmup`` earlier samples
