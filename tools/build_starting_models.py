@@ -20,7 +20,7 @@ Resumable and idempotent: the work (rendered audio, data and run folders) is kep
 
 Usage::
 
-    python tools/build_starting_models.py [--only fuzz,overdrive] [--force] [--work DIR] [--out DIR]
+    python tools/build_starting_models.py [--only fuzz overdrive] [--force] [--work DIR] [--out DIR]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -144,22 +144,12 @@ def build_one(model: StartingModel, library: ModelLibrary, work: Path, max_epoch
     return summary
 
 
-def select(only: Optional[str]) -> List[StartingModel]:
-    if not only:
-        return list(MODELS)
-    names = [n.strip() for n in only.split(",") if n.strip()]
-    known = {m.name: m for m in MODELS}
-    bad = [n for n in names if n not in known]
-    if bad:
-        raise SystemExit(f"error: --only {','.join(bad)}: unknown; one of {','.join(known)}")
-    return [known[n] for n in names]
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(SHIPPED_MODELS), help="the model folder to write (default %(default)s)")
     p.add_argument("--work", default=str(DEFAULT_WORK), help="rendered audio, data and runs (default %(default)s)")
-    p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(m.name for m in MODELS)}")
+    p.add_argument("--only", nargs="+", choices=[m.name for m in MODELS], default=None, metavar="NAME",
+                   help=f"build only these (of {', '.join(m.name for m in MODELS)})")
     p.add_argument("--force", action="store_true", help="rebuild models already in the folder (their runs too)")
     p.add_argument("--max-epochs", type=int, default=MAX_EPOCHS, help="epoch cap of each run (default %(default)s)")
     args = p.parse_args(argv)
@@ -184,7 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def build(args) -> int:
     library, work = ModelLibrary(args.out), Path(args.work)
     t_all = time.process_time()
-    for model in select(args.only):
+    for model in [m for m in MODELS if not args.only or m.name in args.only]:
         old = library.get(model.name)
         if old is not None and library.model_path(old).exists() and not args.force:
             print(f"{model.name}: in {library.path} already (test ESR {old.test_esr}); --force rebuilds it")
