@@ -3,6 +3,8 @@
     python bench/real_gear.py [--realdata DIR] [--out out/real_gear] [--recipe NAME ...]
                               [--devices a,b] [--runs scratch_full,quick] [--seeds 0 1] [--jobs 2]
                               [--max-epochs N] [--agam-max-epochs 500] [--dry-run]
+                              [--library DIR]   (quick/transfer_full start from DIR's pick)
+    python bench/real_gear.py --starts-table [--library DIR] [--devices a,b]
     python bench/real_gear.py --report [--figures] [--results bench/RESULTS_real_gear.md]
 
 Devices are real-gear captures (``DEVICES`` below: clean, crunch and high-gain amps,

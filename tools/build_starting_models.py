@@ -10,7 +10,7 @@ Per model: the first :data:`DI_SECONDS` s of the sample DI are rendered through 
 (:func:`render_device`), prepared into a data folder (the last :data:`VAL_SECONDS` s of them
 for validation and :data:`TEST_SECONDS` s for testing, no latency to remove: ``align=0``), and
 trained from scratch with the library's default recipe, seed :data:`SEED`, one thread, capped
-at :data:`MAX_EPOCHS` epochs (measured: about 25 min of one CPU core for all seven). The best
+at :data:`MAX_EPOCHS` epochs (measured: 13.7 min of one CPU core for all seven, 90-170 s each). The best
 model is added to the folder's ``index.json`` with its name, kind, knob, test ESR, licence and
 source (:class:`ampxfer_lib.library.index.ModelLibrary`, which writes every file atomically).
 
