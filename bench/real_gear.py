@@ -3,6 +3,8 @@
     python bench/real_gear.py [--realdata DIR] [--out out/real_gear] [--recipe NAME ...]
                               [--devices a,b] [--runs scratch_full,quick] [--seeds 0 1] [--jobs 2]
                               [--max-epochs N] [--agam-max-epochs 500] [--dry-run]
+                              [--library DIR]   (quick/transfer_full start from DIR's pick)
+    python bench/real_gear.py --starts-table [--library DIR] [--devices a,b]
     python bench/real_gear.py --report [--figures] [--results bench/RESULTS_real_gear.md]
 
 Devices are real-gear captures (``DEVICES`` below: clean, crunch and high-gain amps,
@@ -18,7 +20,16 @@ same for both. Per device and seed, four runs, each its own process on one threa
                     stopping, capped at ``--agam-max-epochs``: the reference, shared by all recipes;
 * ``quick``         the recipe on the limited 30 s from the start that ``rank_library`` picks
                     from the capture library without the device (leave-one-out);
-* ``transfer_full`` the recipe on full data from the same start.
+* ``transfer_full`` the recipe on full data from the same start;
+* ``scratch_limited`` (only when asked with ``--runs``) the recipe from a random start on the
+                    same limited 30 s and validation audio as ``quick``: what the start buys.
+
+``--library PATH`` makes ``quick`` and ``transfer_full`` start from what ``rank_library`` picks
+from that folder (e.g. the shipped starting models, ``ampxfer_lib/starting_models``) instead
+of the leave-one-out real library; those runs get their own folders and are labelled
+``quick[LABEL]`` (LABEL: ``shipped`` for the shipped models, else the folder's name).
+``--starts-table`` prints, from what is on disk, scratch_limited against quick[LABEL] per
+device (test ESR, CPU and wall seconds, the pick and the ratio) as Markdown.
 
 Every run records per epoch the CPU seconds of training (``time.process_time`` of its process,
 setup and the epoch-0 validation excluded) and the plain validation ESR, so the report can
@@ -60,6 +71,7 @@ sys.path.insert(0, str(REPO))  # this checkout's ampxfer_lib, also in the worker
 from ampxfer_lib.data.audio import read_audio, resample, write_audio  # noqa: E402
 from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare  # noqa: E402
 from ampxfer_lib.fileio import atomic_write_json, atomic_write_text, sha256_file  # noqa: E402
+from ampxfer_lib.library.index import library_model_paths  # noqa: E402
 from ampxfer_lib.model.formats import load_model, save_model  # noqa: E402
 from ampxfer_lib.model.render import render  # noqa: E402
 from ampxfer_lib.training.callbacks import Callback, LogLines
@@ -146,9 +158,10 @@ RECIPES: Dict[str, dict] = {
 }
 DEVICE_INDEX = {d.name: i for i, d in enumerate(DEVICES)}
 RECIPE_KEYS = {"about", "preset", "train", "transfer", "quick", "start", "rank", "scratch_of"}
-TRAIN_RUNS = rep.RUNS
+#: The report's four runs, the default of ``--runs``; scratch_limited only when named.
+TRAIN_RUNS = rep.RUNS + ("scratch_limited",)
 #: Longest first, so two workers finish together.
-RUN_ORDER = {"agam_full": 0, "scratch_full": 1, "transfer_full": 2, "quick": 3}
+RUN_ORDER = {"agam_full": 0, "scratch_full": 1, "transfer_full": 2, "scratch_limited": 3, "quick": 4}
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -361,6 +374,20 @@ class Task:
         return who + (f" [{self.recipe}]" if self.recipe else "")
 
 
+def library_label(path) -> str:
+    """How runs ranked over ``--library PATH`` are labelled: ``shipped`` for the shipped
+    starting models, else the folder's name."""
+    from ampxfer_lib.library.index import SHIPPED_MODELS
+
+    p = Path(path).expanduser().resolve()
+    return "shipped" if p == SHIPPED_MODELS.resolve() else p.name
+
+
+def run_folder_name(run: str, seed: int, label: Optional[str] = None) -> str:
+    """``quick_s0``, or ``quick@shipped_s0`` for a run that starts from a ``--library`` pick."""
+    return f"{run}@{label}_s{seed}" if label and run in ("quick", "transfer_full") else f"{run}_s{seed}"
+
+
 def train_task(out: Path, device: Device, data: Path, run: str, recipe_name: Optional[str], seed: int,
                args, init_from: Optional[Path] = None, ranking: Optional[Path] = None) -> Task:
     if run == "agam_full":
@@ -369,15 +396,19 @@ def train_task(out: Path, device: Device, data: Path, run: str, recipe_name: Opt
         config = make_config(data, "agam", subset="full", seed=seed, max_epochs=cap, device="cpu", threads=1)
     else:
         recipe = RECIPES[recipe_name]
-        folder = out / "recipes" / recipe_name / device.name / f"{run}_s{seed}"
+        label = getattr(args, "library_label", None)
+        folder = out / "recipes" / recipe_name / device.name / run_folder_name(run, seed, label)
         overrides = recipe_overrides(recipe, run)
         if args.max_epochs is not None:
             overrides["max_epochs"] = min(args.max_epochs, overrides.get("max_epochs", args.max_epochs))
-        config = make_config(data, recipe.get("preset"), subset="limited" if run == "quick" else "full", seed=seed,
+        subset = "limited" if run in ("quick", "scratch_limited") else "full"
+        config = make_config(data, recipe.get("preset"), subset=subset, seed=seed,
                              init_from=None if init_from is None else str(init_from), device="cpu", threads=1,
                              **overrides)
-    return Task("train", device.name, run, recipe_name, seed, folder,
-                {"config": config.to_dict(), "ranking": None if ranking is None else str(ranking)})
+    payload = {"config": config.to_dict(), "ranking": None if ranking is None else str(ranking)}
+    if run in ("quick", "transfer_full") and getattr(args, "library_label", None):
+        payload["library"] = args.library_label
+    return Task("train", device.name, run, recipe_name, seed, folder, payload)
 
 
 def task_state(task: Task) -> Tuple[str, str]:
@@ -551,7 +582,7 @@ def work(folder: Path) -> int:
     atomic_write_json(folder / "result.json", {
         "device": task["device"], "run": task["run"], "recipe": task["recipe"], "seed": task["seed"],
         "command": task["command"], "config": task["config"], "max_epochs": config.max_epochs,
-        "ranking": task.get("ranking"), "summary": summary, "curve": clock.curve,
+        "ranking": task.get("ranking"), "library": task.get("library"), "summary": summary, "curve": clock.curve,
         "cpu_exact": not any(c.get("cpu_gap") for c in clock.curve),
         "wall_s": summary.get("train_seconds"), "process_cpu_s": round(time.process_time(), 3)})
     return 0
@@ -634,7 +665,7 @@ def select_devices(spec: Optional[str]) -> List[Device]:
 
 def select_runs(spec: Optional[str]) -> List[str]:
     if not spec:
-        return list(TRAIN_RUNS)
+        return list(rep.RUNS)
     names = [s.strip() for s in spec.split(",") if s.strip()]
     bad = [n for n in names if n not in TRAIN_RUNS]
     if bad:
@@ -692,13 +723,17 @@ def benchmark(args, command: str) -> int:
 
     # 2. rankings (leave-one-out), one per device and distinct rank setting
     rank_tasks: Dict[Tuple[str, str], Task] = {}
+    label = getattr(args, "library_label", None)
     if transfer_runs:
-        library = library_files(real)
+        library = library_files(real) if label is None else library_model_paths([args.library])
         for d in devices:
-            kept, left = leave_one_out(real / "models" / d.model, d.knobs, library)
+            if label is None:
+                kept, left = leave_one_out(real / "models" / d.model, d.knobs, library)
+            else:  # another library: nothing of the real library in it to leave out
+                kept, left = sorted(library), []
             for name in recipes:
                 overrides = RECIPES[name].get("rank", {})
-                tag = rank_tag(overrides)
+                tag = rank_tag(overrides) + ("" if label is None else f"@{label}")
                 if (d.name, tag) in rank_tasks:
                     continue
                 task = Task("rank", d.name, "rank", None, 0, out / "rank" / d.name / tag,
@@ -739,9 +774,10 @@ def benchmark(args, command: str) -> int:
                         continue
                     init, ranking = None, None
                     if run in transfer_runs:
-                        rt = rank_tasks[(d.name, rank_tag(recipe.get("rank", {})))]
+                        rt = rank_tasks[(d.name, rank_tag(recipe.get("rank", {})) + ("" if label is None else f"@{label}"))]
                         ranking = rt.folder / "ranking.json"
-                        init = out / "recipes" / name / d.name / f"start_{recipe.get('start', 'model')}.json"
+                        init = (out / "recipes" / name / d.name /
+                                f"start_{recipe.get('start', 'model')}{'' if label is None else '@' + label}.json")
                         if not dry:
                             r = _read_json(ranking)
                             if r is None:
@@ -790,7 +826,8 @@ def collect(out: Path, recipes: Optional[Sequence[str]], devices: Sequence[Devic
         for d in devices:
             for f in sorted((out / "recipes" / name / d.name).glob("*_s*/result.json")):
                 r = json.loads(f.read_text())
-                found[name][(d.name, r["run"], r["seed"])] = r
+                run = r["run"] if not r.get("library") else f"{r['run']}[{r['library']}]"
+                found[name][(d.name, run, r["seed"])] = r
             other = RECIPES.get(name, {}).get("scratch_of")
             if other == "reference":
                 shared = {seed: r for (dev, seed), r in ref.items() if dev == d.name}
@@ -804,6 +841,38 @@ def collect(out: Path, recipes: Optional[Sequence[str]], devices: Sequence[Devic
             for seed, r in shared.items():
                 found[name].setdefault((d.name, "scratch_full", seed), dict(r, run="scratch_full"))
     return {"reference": ref, "recipes": found}
+
+
+def starts_table(found: dict, devices: Sequence[Device], label: str) -> List[str]:
+    """Markdown rows: per device and seed, scratch_limited against quick[label] (the same 30 s,
+    validation and test audio; quick's CPU and wall seconds include its ranking's)."""
+    lines = [f"| device | seed | scratch_limited test ESR | CPU s | wall s | quick[{label}] test ESR | CPU s "
+             "(incl. ranking) | wall s (incl. ranking) | picked start | quick/scratch test ESR |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for name, runs in found["recipes"].items():
+        for d in devices:
+            seeds = sorted({s for (dev, run, s) in runs if dev == d.name and run == "scratch_limited"}
+                           | {s for (dev, run, s) in runs if dev == d.name and run == f"quick[{label}]"})
+            for seed in seeds:
+                a, b = runs.get((d.name, "scratch_limited", seed)), runs.get((d.name, f"quick[{label}]", seed))
+                ma = rep.run_metrics(a) if a else None
+                mb = rep.run_metrics(b) if b else None
+                ranking = ranking_of(b) if b else None
+                cpu_b = wall_b = pick = None
+                if mb is not None:
+                    cpu_b, wall_b = mb["cpu_s"], mb["wall_s"]
+                    if ranking is not None:
+                        cpu_b = None if cpu_b is None else cpu_b + ranking["cpu_s"]
+                        wall_b = None if wall_b is None else wall_b + ranking["wall_s"]
+                        pick = Path(ranking["best"]["model"]).stem
+                ratio = (mb["test_esr"] / ma["test_esr"] if ma and mb and ma["test_esr"] and mb["test_esr"] is not None
+                         else None)
+                prefix = "" if len(found["recipes"]) == 1 else f"[{name}] "
+                lines.append(f"| {prefix}{d.name} | {seed} | {rep._f(ma and ma['test_esr'])} | "
+                             f"{rep._t(ma and ma['cpu_s'])} | {rep._t(ma and ma['wall_s'])} | "
+                             f"{rep._f(mb and mb['test_esr'])} | {rep._t(cpu_b)} | {rep._t(wall_b)} | "
+                             f"{pick or '–'} | {rep._f(ratio, 3)} |")
+    return lines
 
 
 def ranking_of(result: dict) -> Optional[dict]:
@@ -988,8 +1057,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--figures", action="store_true", help="write one PNG per device (trains nothing)")
     p.add_argument("--results", default=str(DEFAULT_RESULTS), help="report file (default %(default)s)")
     p.add_argument("--figures-dir", default=str(FIGURES), help="figure folder (default %(default)s)")
+    p.add_argument("--library", default=None,
+                   help="rank this folder of models for quick/transfer_full instead of the leave-one-out real "
+                        "library (runs labelled quick[LABEL])")
+    p.add_argument("--starts-table", action="store_true",
+                   help="print scratch_limited against quick[LABEL] per device from the runs on disk (trains nothing)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.library_label = None
     if args.worker:
         stop_on_signals()
         try:
@@ -1002,6 +1077,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error("--jobs must be at least 1")
     if args.max_epochs is not None and args.max_epochs < 1 or args.agam_max_epochs < 1:
         p.error("--max-epochs and --agam-max-epochs must be at least 1")
+    if args.library is not None:
+        if not Path(args.library).expanduser().is_dir():
+            p.error(f"--library {args.library}: no such folder; name a folder of model JSON files "
+                    "(e.g. ampxfer_lib/starting_models)")
+        args.library_label = library_label(args.library)
+    if args.starts_table:
+        found = collect(Path(args.out), args.recipe, select_devices(args.devices))
+        print("\n".join(starts_table(found, select_devices(args.devices), args.library_label or "shipped")))
+        return 0
     if args.report or args.figures:
         return report(args, command)
     if not args.realdata:

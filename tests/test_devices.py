@@ -8,7 +8,8 @@ import soundfile as sf
 from scipy import signal
 
 from ampxfer_lib.sample_data import devices as dev
-from ampxfer_lib.sample_data.devices import DEVICES, PAIRS, cabinet_ir, fmv_tone_stack, render_device
+from ampxfer_lib.sample_data.devices import (DEVICES, EXTRA_DEVICES, PAIRS, cabinet_ir, fmv_tone_stack,
+                                             render_device)
 from ampxfer_lib.errors import AmpxferError, ConfigError
 
 SR = 48000
@@ -58,6 +59,26 @@ def test_registry_describes_two_source_target_pairs():
         assert DEVICES[src].pair == DEVICES[tgt].pair
     for d in DEVICES.values():
         assert 0.0 <= d.default_gain <= 1.0 and d.description
+    # the starting models' extra devices stay out of the sample data and its study
+    assert list(EXTRA_DEVICES) == ["fuzz", "ht40_amp"] and not set(EXTRA_DEVICES) & set(DEVICES)
+    for d in EXTRA_DEVICES.values():
+        assert 0.0 <= d.default_gain <= 1.0 and d.description and d.pair == d.role == ""
+
+
+def test_fuzz_clips_hard_and_asymmetrically():
+    h = harmonics("fuzz", 1000)
+    assert h[1] > 0.01  # asymmetric: 2nd harmonic above -40 dB
+    assert h[2] > 0.4 and h[4] > 0.2  # hard: close to a square wave's 1/3 and 1/5
+    # the sustain knob: a quiet note (-60 dBFS) is clean at 0 and fuzzed at full gain
+    quiet = [float(np.sqrt(np.sum(harmonics("fuzz", 440, amp=0.001, gain=g)[1:] ** 2))) for g in (0.0, 0.5, 1.0)]
+    assert quiet[0] < 0.05 and quiet[1] > 0.2 and quiet[2] > 0.4, quiet
+
+
+def test_ht40_amp_thd_grows_with_gain_and_differs_from_the_miked_ht40():
+    values = [thd("ht40_amp", 440, g) for g in (0.0, 0.5, 1.0)]
+    assert all(b > a for a, b in zip(values, values[1:])), values
+    # same amp, no cabinet reflections or microphone: the responses differ above 3 kHz
+    assert np.max(np.abs(small_signal_db("ht40_amp")[3000:8000] - small_signal_db("ht40")[3000:8000])) > 2.0
 
 
 def test_ts9_asymmetric_clipping_makes_even_harmonics():
@@ -103,7 +124,7 @@ def test_devices_are_stateful():
     burst = 0.3 * np.sin(2 * np.pi * 196 * np.arange(SR // 10) / SR)
     quiet = np.zeros(SR // 5)
     loud = 0.5 * rng.standard_normal(SR // 5)
-    for name in DEVICES:
+    for name in list(DEVICES) + list(EXTRA_DEVICES):
         a = render_device(name, np.concatenate([quiet, burst]), SR)[-burst.size:]
         b = render_device(name, np.concatenate([loud, burst]), SR)[-burst.size:]
         again = render_device(name, np.concatenate([quiet, burst]), SR)[-burst.size:]
@@ -164,7 +185,7 @@ def test_pairs_are_closer_to_each_other_than_to_the_dry_signal(di_excerpt):
 def test_output_stays_below_full_scale_at_any_gain(di_excerpt):
     k = int(np.argmax(np.abs(di_excerpt)))
     x = di_excerpt[max(k - SR, 0):k + SR]
-    for name in DEVICES:
+    for name in list(DEVICES) + list(EXTRA_DEVICES):
         peaks = [np.abs(render_device(name, x, SR, g)).max() for g in (0.0, 0.5, 1.0)]
         assert max(peaks) < 0.97, (name, peaks)
         if name in ("mt2", "ht40"):  # saturating devices: loud already at the default knob

@@ -52,6 +52,11 @@ def test_wheel_holds_the_whole_library_and_its_requirements(built):
     info = f"ampxfer-{__version__}.dist-info/"
     assert sorted(n for n in names if not n.startswith(info)) == _package_files()
     assert "ampxfer_lib/study/studies/sample_pairs.json" in names
+    # the shipped starting models and their index (pyproject's package-data)
+    shipped = {n for n in names if n.startswith("ampxfer_lib/starting_models/")}
+    assert shipped == {f"ampxfer_lib/starting_models/{m}.json" for m in
+                       ("index", "clean_amp", "crunch_amp", "high_gain_amp", "micd_amp", "overdrive", "distortion",
+                        "fuzz")}
     requirements = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()
                     if line.strip() and not line.startswith("#")]
     assert [line[len("Requires-Dist: "):] for line in meta.splitlines()
@@ -81,7 +86,12 @@ def test_installed_wheel_works_without_the_repository(built, tmp_path):
     code = ("import importlib, ampxfer_lib\n"
             f"assert ampxfer_lib.__file__.startswith({str(site)!r}), ampxfer_lib.__file__\n"
             f"for name in {modules!r}:\n"
-            "    importlib.import_module(name)\n")
+            "    importlib.import_module(name)\n"
+            # the installed package finds its own starting models, all seven indexed
+            "from ampxfer_lib.library.index import SHIPPED_MODELS, find_models\n"
+            f"assert str(SHIPPED_MODELS).startswith({str(site)!r}), SHIPPED_MODELS\n"
+            "found = find_models([SHIPPED_MODELS])\n"
+            "assert len(found) == 7 and all(f.entry.licence == 'MIT' for f in found), found\n")
     env = _clean_env(PYTHONPATH=str(site))
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)
 

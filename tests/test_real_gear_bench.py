@@ -319,3 +319,52 @@ def test_report_from_hand_made_run_folders(tmp_path):
     assert "agam_full reached its epoch cap on: mt2." in text and "Provisional" not in text
     assert "| reference | mt2 | agam_full | 0 | 0.0600 | 6 (**cap**) | 4 | 400 | 300 |" in text
     assert "    python bench/real_gear.py --devices mt2" in text
+
+
+def test_scratch_limited_and_library_runs_get_their_own_folders_and_data(tmp_path, small_data):
+    assert rg.select_runs(None) == list(rep.RUNS)  # scratch_limited only when asked for
+    assert rg.select_runs("scratch_limited,quick") == ["scratch_limited", "quick"]
+    assert rg.run_folder_name("quick", 0) == "quick_s0"
+    assert rg.run_folder_name("quick", 1, "shipped") == "quick@shipped_s1"
+    assert rg.run_folder_name("transfer_full", 0, "lib") == "transfer_full@lib_s0"
+    assert rg.run_folder_name("scratch_limited", 0, "shipped") == "scratch_limited_s0"  # no start: no label
+    from ampxfer_lib.library.index import SHIPPED_MODELS
+    assert rg.library_label(SHIPPED_MODELS) == "shipped" and rg.library_label(tmp_path) == tmp_path.name
+
+    class Args:
+        max_epochs, agam_max_epochs, library_label = None, 500, "shipped"
+
+    device = rg.DEVICES[0]
+    t = rg.train_task(tmp_path, device, small_data, "scratch_limited", "default", 0, Args())
+    assert t.payload["config"]["subset"] == "limited" and t.payload["config"]["init_from"] is None
+    assert t.folder == tmp_path / "recipes" / "default" / device.name / "scratch_limited_s0" and "library" not in t.payload
+    q = rg.train_task(tmp_path, device, small_data, "quick", "default", 0, Args(), init_from=tmp_path / "s.json")
+    assert q.payload["config"]["subset"] == "limited" and q.payload["library"] == "shipped"
+    assert q.folder.name == "quick@shipped_s0"
+    with pytest.raises(SystemExit):  # one line naming the flag
+        rg.main(["--library", str(tmp_path / "nope"), "--starts-table"])
+
+
+def test_starts_table_from_hand_made_run_folders(tmp_path, capsys):
+    out = tmp_path / "out"
+    runs = out / "recipes" / "default" / "mt2"
+    ranking = out / "rank" / "mt2" / "default@shipped" / "ranking.json"
+    ranking.parent.mkdir(parents=True)
+    ranking.write_text(json.dumps({"cpu_s": 5.0, "wall_s": 8.0, "library": ["a"], "left_out": [],
+                                   "best": {"model": "/x/starting_models/distortion.json", "knobs": [], "score": 0.3,
+                                            "scored_by": "finetune_probe"}}))
+    for name, res, run, library in (
+            ("scratch_limited_s0", result([(0, 0.0, 1.0), (1, 100.0, 0.02)], 1, 0.02), "scratch_limited", None),
+            ("quick@shipped_s0", result([(0, 0.0, 0.4), (1, 50.0, 0.01)], 1, 0.005), "quick", "shipped"),
+            ("quick_s0", result([(0, 0.0, 0.4), (1, 40.0, 0.01)], 1, 0.004), "quick", None)):
+        (runs / name).mkdir(parents=True)
+        res.update({"run": run, "recipe": "default", "seed": 0, "library": library,
+                    "ranking": str(ranking) if run == "quick" else None})
+        (runs / name / "result.json").write_text(json.dumps(res))
+    found = rg.collect(out, None, rg.select_devices("mt2"))
+    assert set(found["recipes"]["default"]) == {("mt2", "scratch_limited", 0), ("mt2", "quick[shipped]", 0),
+                                                ("mt2", "quick", 0)}
+    assert rg.main(["--out", str(out), "--devices", "mt2", "--starts-table"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # quick's seconds include its ranking's (5 s CPU, 8 s wall); ratio 0.005 / 0.02
+    assert lines[-1] == "| mt2 | 0 | 0.0200 | 100 | 10 | 0.0050 | 55 | 18 | distortion | 0.250 |"

@@ -2,7 +2,8 @@
 
 Writes into ``dist/`` (or ``--out``):
 
-* ``ampxfer-<version>-py3-none-any.whl``: the library (every sub-package, the study files);
+* ``ampxfer-<version>-py3-none-any.whl``: the library (every sub-package, the study files, the
+  shipped starting models ``ampxfer_lib/starting_models/``);
   ``pip install`` it anywhere. It carries no sample data and no notebooks.
 * ``ampxfer-<version>.zip``: one folder ``ampxfer-<version>/`` holding the source
   (``pyproject.toml``, ``requirements.txt``, ``README.md``, ``ampxfer_lib/``), the notebooks,

@@ -20,7 +20,20 @@ Signal levels: 1.0 at the input is full scale of the DI; clip thresholds are in 
 Each device ends with a fixed output gain chosen so the sample DI peaks at -2.1 to -1.3 dBFS at the
 default knob; its output never reaches 1.0 for any knob on that DI (tested).
 
-Public: ``DEVICES`` (name -> :class:`Device`), :func:`render_device`.
+Two more devices, ``EXTRA_DEVICES``, are not part of the sample data or its study (the
+committed checksums and the study's pairs cover ``DEVICES`` alone); the shipped starting
+models (``tools/build_starting_models.py``) are trained on them and on the four above:
+
+* ``fuzz``: a Big-Muff-like fuzz, written from the published analysis of that circuit (a
+  transistor booster, two cascaded clipping stages of about 40 dB each with diodes in their
+  feedback, the passive tone control that mixes a ~400 Hz low-pass with a ~1.2 kHz high-pass
+  and so scoops the mids, a recovery stage); here the clipping is hard and asymmetric (a
+  transistor saturates sooner than it cuts off), so it adds even harmonics as well;
+* ``ht40_amp``: the ``ht40`` amp without its cabinet and microphone: the same three triode
+  stages, tone stack and power amp, heard like ``bluesjr`` through a line-level speaker
+  emulation (what a load box's line out gives).
+
+Public: ``DEVICES`` (name -> :class:`Device`), ``EXTRA_DEVICES``, :func:`render_device`.
 """
 
 from __future__ import annotations
@@ -57,6 +70,13 @@ DEVICES: Dict[str, Device] = {
                    "response and microphone", "amp", "target", 0.5),
 }
 PAIRS: Tuple[Tuple[str, str], ...] = (("ts9", "mt2"), ("bluesjr", "ht40"))
+#: Devices outside the sample data and its study (``pair`` and ``role`` empty): see the docstring.
+EXTRA_DEVICES: Dict[str, Device] = {
+    "fuzz": Device("fuzz", "Big-Muff-like fuzz: two cascaded ~40 dB hard asymmetric clipping stages, "
+                   "the passive low-pass/high-pass tone mix (mid scoop), recovery stage", "", "", 0.7),
+    "ht40_amp": Device("ht40_amp", "the HT40-style overdrive channel and power amp without cabinet or "
+                       "microphone, through a line-level speaker emulation", "", "", 0.5),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,7 +362,8 @@ def cabinet_ir(fs: float, seconds: float = 0.008) -> np.ndarray:
     return out
 
 
-def _ht40(x, fs, gain):
+def _ht40_head(x, fs, gain):
+    """The HT40-style amp up to its speaker's low end (no cone, cabinet or microphone)."""
     vol = 0.2 + 1.6 * _taper(gain, 1.5)
     y = _amp_front(x, fs, vol)
     # a third cascaded stage with a bright cap: the overdrive channel
@@ -354,11 +375,39 @@ def _ht40(x, fs, gain):
     y = oversampled(y, lambda v: triode(v, 1.2, 2.0), 4)
     y = _cascade(y, highpass1(40.0, fs))
     y = _power_amp(y * 1.3, fs, sag=0.25, level=1.0)
-    y = _speaker_body(y, fs)
+    return _speaker_body(y, fs)
+
+
+def _ht40(x, fs, gain):
+    y = _ht40_head(x, fs, gain)
     y = signal.oaconvolve(y, cabinet_ir(fs))[: y.shape[0]]
     # dynamic microphone close to the grille: proximity bass, presence peak, top roll-off
     return _cascade(y, low_shelf(200.0, 2.0, fs), peaking(4500.0, 2.5, 1.5, fs),
                     lowpass2(9000.0, 0.7, fs))
+
+
+def _ht40_amp(x, fs, gain):
+    # the cone without the cabinet's reflections and the microphone: a load box's speaker emulation
+    return _speaker_cone(_ht40_head(x, fs, gain), fs)
+
+
+def _fuzz_clip(v, pos: float, neg: float):
+    """Hard asymmetric clipping: the positive swing stops at ``pos``, the negative at ``-neg``."""
+    return np.where(v >= 0.0, hard_clip(v, pos, 6.0), hard_clip(v, neg, 6.0))
+
+
+def _fuzz(x, fs, gain):
+    # input booster: a small coupling cap cuts the lows before they can muddy the clipping
+    x = _cascade(x, highpass1(80.0, fs))
+    k1 = 10 ** ((18.0 + 22.0 * gain) / 20)  # the sustain pot sets the first stage's gain
+    y = oversampled(x * k1, lambda v: _fuzz_clip(v, 0.55, 0.35), 8)
+    # each stage's feedback cap and the coupling cap between the stages
+    y = _cascade(y, lowpass1(4500.0, fs), highpass1(100.0, fs))
+    y = oversampled(y * 10 ** (34.0 / 20), lambda v: _fuzz_clip(v + 0.05, 0.5, 0.4) - _fuzz_clip(np.asarray(0.05), 0.5, 0.4), 8)
+    y = _cascade(y, lowpass1(6000.0, fs))
+    # the tone control at noon: half a 400 Hz low-pass plus half a 1.2 kHz high-pass (mid scoop)
+    y = 0.5 * _lf(lowpass1(400.0, fs), y) + 0.5 * _lf(highpass1(1200.0, fs), y)
+    return _cascade(y, highpass1(20.0, fs), lowpass1(9000.0, fs))
 
 
 _DSP: Dict[str, Tuple[Callable, float]] = {
@@ -369,6 +418,8 @@ _DSP: Dict[str, Tuple[Callable, float]] = {
     "mt2": (_mt2, 0.80),
     "bluesjr": (_bluesjr, 0.56),
     "ht40": (_ht40, 0.39),
+    "fuzz": (_fuzz, 2.35),
+    "ht40_amp": (_ht40_amp, 0.50),
 }
 
 
@@ -377,10 +428,11 @@ def render_device(name: str, x: np.ndarray, sample_rate: int,
     """Play mono audio ``x`` (T,) through the named device from rest. -> (T,) float32.
 
     ``gain`` is the device's gain/drive knob in 0..1 (None: the device's default)."""
-    if name not in DEVICES:
+    known = {**DEVICES, **EXTRA_DEVICES}
+    if name not in known:
         raise AmpxferError(f"unknown device {name!r}; the virtual devices are: "
-                           f"{', '.join(DEVICES)}")
-    g = DEVICES[name].default_gain if gain is None else float(gain)
+                           f"{', '.join(known)}")
+    g = known[name].default_gain if gain is None else float(gain)
     if not 0.0 <= g <= 1.0:
         raise ConfigError(f"gain for {name} must be in 0..1, got {gain}")
     if sample_rate < 22050:

@@ -214,10 +214,18 @@ def finetune_probe(weights: ModelWeights, train: ProbeAudio, evaluate: ProbeAudi
 # --------------------------------------------------------------------------- ranking
 
 def library_models(library: PathLike) -> List[Path]:
-    """Every ``*.json`` under ``library`` (recursively), sorted."""
+    """The model files of ``library``: a model library's indexed models (its ``index.json`` is
+    no model), else every ``*.json`` under the folder (recursively), sorted."""
+    from ampxfer_lib.library.index import INDEX, find_models
+
     root = Path(library)
     if not root.is_dir():
         raise ConfigError(f"{root}: no such folder; --library takes a folder of model .json files")
+    if (root / INDEX).is_file():
+        paths = [m.path for m in find_models([root])]
+        if not paths:
+            raise ConfigError(f"{root / INDEX}: the library indexes no model files")
+        return paths
     paths = sorted(p for p in root.rglob("*.json") if p.is_file() and not p.name.startswith("."))
     if not paths:
         raise ConfigError(f"{root}: holds no .json model files")
