@@ -150,6 +150,16 @@ RECIPES: Dict[str, dict] = {
         "preset": None, "train": {}, "transfer": {}, "quick": {}, "start": "refit_head", "rank": {},
         "scratch_of": "default",
     },
+    "default_l2sp3": {
+        "about": "the defaults, fine-tuning pulled towards the start by L2-SP alpha 1e-3 (quick overfits 30 s)",
+        "preset": None, "train": {}, "transfer": {"l2_sp": 1e-3}, "quick": {}, "start": "model", "rank": {},
+        "scratch_of": "default",
+    },
+    "default_l2sp4": {
+        "about": "the defaults, fine-tuning pulled towards the start by L2-SP alpha 1e-4",
+        "preset": None, "train": {}, "transfer": {"l2_sp": 1e-4}, "quick": {}, "start": "model", "rank": {},
+        "scratch_of": "default",
+    },
     "article": {
         "about": "the article's recipe (agam preset) for every run, the picked start as it is",
         "preset": "agam", "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
