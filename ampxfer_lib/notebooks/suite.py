@@ -32,7 +32,7 @@ import numpy as np
 
 from ampxfer_lib.data.dataset import load_dataset
 from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare
-from ampxfer_lib.errors import AmpxferError, ConfigError
+from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike, atomic_write_json
 
 #: Smoke mode's switch, for the notebooks and the runner that starts their kernels.
