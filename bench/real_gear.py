@@ -69,6 +69,7 @@ sys.path.insert(0, str(REPO))  # this checkout's ampxfer_lib, also in the worker
 
 # --- every library name the harness uses, in one place (the layout may still move) ---------
 from ampxfer_lib.data.audio import read_audio, resample, write_audio  # noqa: E402
+from ampxfer_lib.data.dataset import Dataset  # noqa: E402
 from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare  # noqa: E402
 from ampxfer_lib.fileio import atomic_write_json, atomic_write_text, sha256_file  # noqa: E402
 from ampxfer_lib.library.index import library_model_paths  # noqa: E402
@@ -160,6 +161,22 @@ RECIPES: Dict[str, dict] = {
         "preset": None, "train": {}, "transfer": {"l2_sp": 1e-4}, "quick": {}, "start": "model", "rank": {},
         "scratch_of": "default",
     },
+    "default_spread": {
+        "about": "the defaults, but the 30 s of quick and scratch_limited are six 5 s pieces spread over the "
+                 "training audio (what a guitarist who plays varied material for 30 s records), ranked on them",
+        "preset": None, "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
+        "scratch_of": "default", "limited": "spread",
+    },
+    "default_freeze": {
+        "about": "the defaults, the start's LSTM frozen for the first 20 epochs of a fine-tune (head first)",
+        "preset": None, "train": {}, "transfer": {"freeze_lstm_epochs": 20}, "quick": {}, "start": "model",
+        "rank": {}, "scratch_of": "default",
+    },
+    "default_ft2": {
+        "about": "the defaults, fine-tuned at 2e-3 instead of 5e-3 (a lower, longer fine-tune)",
+        "preset": None, "train": {}, "transfer": {"finetune_lr": 2e-3}, "quick": {}, "start": "model",
+        "rank": {}, "scratch_of": "default",
+    },
     "article": {
         "about": "the article's recipe (agam preset) for every run, the picked start as it is",
         "preset": "agam", "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
@@ -167,7 +184,11 @@ RECIPES: Dict[str, dict] = {
     },
 }
 DEVICE_INDEX = {d.name: i for i, d in enumerate(DEVICES)}
-RECIPE_KEYS = {"about", "preset", "train", "transfer", "quick", "start", "rank", "scratch_of"}
+RECIPE_KEYS = {"about", "preset", "train", "transfer", "quick", "start", "rank", "scratch_of", "limited"}
+#: ``limited`` of a recipe: "head" (the first 30 s of the training audio, the issue's definition)
+#: or "spread" (SPREAD_PIECES equal pieces, whole segments each, spread evenly over it).
+LIMITED_KINDS = ("head", "spread")
+SPREAD_PIECES = 6
 #: The report's four runs, the default of ``--runs``; scratch_limited only when named.
 TRAIN_RUNS = rep.RUNS + ("scratch_limited",)
 #: Longest first, so two workers finish together.
@@ -207,6 +228,24 @@ def split_plan(clips: Sequence[Tuple[str, int]], rate: int = RATE, gap_seconds: 
         cover[split] = [(name, min(b, e) - max(a, s)) for name, s, e in spans if min(b, e) > max(a, s)]
     return {"total": pos, "bounds": bounds, "segments": {"full": n_train // seg, "limited": n_lim // seg},
             "clips": cover}
+
+
+def spread_spans(n_train: int, rate: int = RATE, pieces: int = SPREAD_PIECES,
+                 limited_seconds: float = LIMITED_SECONDS, segment_seconds: float = 0.5) -> List[Tuple[int, int]]:
+    """``pieces`` equal (start, stop) sample spans of ``limited_seconds`` in all, spread evenly
+    over ``n_train`` samples: the first starts at 0, the last ends within a segment of the end.
+
+    Each piece is a whole number of segments and starts on a segment boundary, so the trainer's
+    segments of the joined pieces are segments of the original audio (none straddles a join).
+    """
+    seg = int(round(segment_seconds * rate))
+    per = int(round(limited_seconds * rate / pieces)) // seg  # segments per piece
+    if per < 1 or pieces * per * seg > n_train:
+        raise ValueError(f"{pieces} pieces of {limited_seconds / pieces:g} s do not fit whole "
+                         f"{segment_seconds:g} s segments into {n_train / rate:.1f} s of training audio")
+    slots = n_train // seg - per  # the last segment index a piece may start at
+    starts = [int(round(i * slots / (pieces - 1))) if pieces > 1 else 0 for i in range(pieces)]
+    return [(a * seg, (a + per) * seg) for a in starts]
 
 
 def weights_key(weights) -> tuple:
@@ -269,6 +308,8 @@ def check_recipes(names: Sequence[str]) -> None:
         if unknown:
             raise SystemExit(f"error: recipe {name}: unknown key(s) {', '.join(sorted(unknown))}; "
                              f"use {', '.join(sorted(RECIPE_KEYS))}")
+        if RECIPES[name].get("limited", "head") not in LIMITED_KINDS:
+            raise SystemExit(f"error: recipe {name}: limited must be one of {', '.join(LIMITED_KINDS)}")
         if RECIPES[name].get("start", "model") not in ("model", "refit_head"):
             raise SystemExit(f"error: recipe {name}: start must be 'model' or 'refit_head'")
         RankConfig(**_rank_kwargs(RECIPES[name].get("rank", {})))  # raises on a bad setting
@@ -359,6 +400,33 @@ def device_data(real: Path, out: Path, device: Device, log=print) -> Path:
     config = PrepareConfig(rate=RATE, align="0", val_seconds=VAL_SECONDS, test_seconds=TEST_SECONDS,
                            limited_seconds=LIMITED_SECONDS)
     prepare([CaptureSpec((str(di),), (str(target),))], folder, config)
+    return folder
+
+
+def device_data_spread(real: Path, out: Path, device: Device, log=print) -> Path:
+    """The device's data folder for ``limited: spread`` (cached): training audio = the pieces of
+    ``spread_spans`` cut from the full data's training audio (input and target alike: each piece
+    is what the device played there), validation and test the very samples of the full data."""
+    full = Dataset(device_data(real, out, device, log))
+    folder = out / "data" / f"{device.name}@spread"
+    if (folder / "manifest.json").exists():
+        return folder
+    (train,), tail = full.split("train"), [full.split(n)[0] for n in ("val", "test")]
+    spans = spread_spans(train.samples, full.sample_rate, limited_seconds=LIMITED_SECONDS)
+    stem = out / "audio" / f"{device.name}@spread"
+    for role, part in (("di", "input"), ("target", "target")):
+        def pick(section):
+            return section.input[:, 0] if part == "input" else section.target
+        audio = np.concatenate([pick(train)[a:b] for a, b in spans] + [pick(t) for t in tail])
+        write_audio(f"{stem}_{role}.wav", audio.astype(np.float32), full.sample_rate)
+    config = PrepareConfig(rate=RATE, align="0", val_seconds=VAL_SECONDS, test_seconds=TEST_SECONDS,
+                           limited_seconds=LIMITED_SECONDS)
+    prepare([CaptureSpec((f"{stem}_di.wav",), (f"{stem}_target.wav",))], folder, config)
+    spread = Dataset(folder)
+    for name in ("val", "test"):  # the comparison with the head-30 s runs rests on this
+        a, b = spread.split(name)[0], full.split(name)[0]
+        if not (np.array_equal(a.input, b.input) and np.array_equal(a.target, b.target)):
+            raise SystemExit(f"error: {folder}: its {name} audio differs from {full.path}'s; remove {folder} and retry")
     return folder
 
 
@@ -721,19 +789,35 @@ def benchmark(args, command: str) -> int:
         for name in recipes:
             print(f"  recipe {name}: {json.dumps({k: v for k, v in RECIPES[name].items() if k != 'about'})}")
 
-    # 1. data
-    data = {}
+    rank_tasks: Dict[Tuple[str, str], Task] = {}
+    label = getattr(args, "library_label", None)
+
+    # 1. data (a "spread" recipe's quick and scratch_limited train on their own folder)
+    data, data_spread = {}, {}
+    spread = any(RECIPES[n].get("limited", "head") == "spread" for n in recipes) and \
+        any(r in ("quick", "scratch_limited") for r in runs)
     for d in devices:
         folder = out / "data" / d.name
         if dry:
-            data[d.name] = folder
+            data[d.name], data_spread[d.name] = folder, out / "data" / f"{d.name}@spread"
             print(f"  data {folder}: {'cached' if (folder / 'manifest.json').exists() else 'to prepare'}")
         else:
             data[d.name] = device_data(real, out, d)
+            if spread:
+                data_spread[d.name] = device_data_spread(real, out, d)
+
+    def data_of(device: str, recipe: Optional[str], run: str) -> Path:
+        if recipe and RECIPES[recipe].get("limited", "head") == "spread" and run in ("quick", "scratch_limited"):
+            return data_spread[device]
+        return data[device]
+
+    def tag_of(recipe: str, run: str) -> str:
+        """The ranking a recipe's transfer run starts from: per rank setting, library and data."""
+        on_spread = RECIPES[recipe].get("limited", "head") == "spread" and run == "quick"
+        return (rank_tag(RECIPES[recipe].get("rank", {})) + ("" if label is None else f"@{label}")
+                + ("@spread" if on_spread else ""))
 
     # 2. rankings (leave-one-out), one per device and distinct rank setting
-    rank_tasks: Dict[Tuple[str, str], Task] = {}
-    label = getattr(args, "library_label", None)
     if transfer_runs:
         library = library_files(real) if label is None else library_model_paths([args.library])
         for d in devices:
@@ -743,13 +827,14 @@ def benchmark(args, command: str) -> int:
                 kept, left = sorted(library), []
             for name in recipes:
                 overrides = RECIPES[name].get("rank", {})
-                tag = rank_tag(overrides) + ("" if label is None else f"@{label}")
-                if (d.name, tag) in rank_tasks:
-                    continue
-                task = Task("rank", d.name, "rank", None, 0, out / "rank" / d.name / tag,
-                            {"rank": overrides, "data": str(data[d.name]), "library": [str(p) for p in kept],
-                             "left_out": [str(p) for p in left]})
-                rank_tasks[(d.name, tag)] = task
+                for run in transfer_runs:
+                    tag = tag_of(name, run)
+                    if (d.name, tag) in rank_tasks:
+                        continue
+                    task = Task("rank", d.name, "rank", None, 0, out / "rank" / d.name / tag,
+                                {"rank": overrides, "data": str(data_of(d.name, name, run)),
+                                 "library": [str(p) for p in kept], "left_out": [str(p) for p in left]})
+                    rank_tasks[(d.name, tag)] = task
     todo_rank = [t for t in rank_tasks.values() if not (t.folder / "ranking.json").exists()]
     for t in rank_tasks.values():
         if dry:
@@ -784,16 +869,16 @@ def benchmark(args, command: str) -> int:
                         continue
                     init, ranking = None, None
                     if run in transfer_runs:
-                        rt = rank_tasks[(d.name, rank_tag(recipe.get("rank", {})) + ("" if label is None else f"@{label}"))]
-                        ranking = rt.folder / "ranking.json"
+                        tag = tag_of(name, run)
+                        ranking = rank_tasks[(d.name, tag)].folder / "ranking.json"
                         init = (out / "recipes" / name / d.name /
-                                f"start_{recipe.get('start', 'model')}{'' if label is None else '@' + label}.json")
+                                f"start_{recipe.get('start', 'model')}{tag[len(rank_tag(recipe.get('rank', {}))):]}.json")
                         if not dry:
                             r = _read_json(ranking)
                             if r is None:
                                 continue  # its ranking failed (reported above)
                             export_start(r, init, recipe.get("start", "model"))
-                    tasks.append(train_task(out, d, data[d.name], run, name, seed, args, init, ranking))
+                    tasks.append(train_task(out, d, data_of(d.name, name, run), run, name, seed, args, init, ranking))
     tasks = list({str(t.folder): t for t in tasks}.values())  # a shared run once
     tasks.sort(key=lambda t: (RUN_ORDER[t.run], DEVICE_INDEX[t.device], t.recipe or "", t.seed))
     todo = []
