@@ -69,6 +69,7 @@ sys.path.insert(0, str(REPO))  # this checkout's ampxfer_lib, also in the worker
 
 # --- every library name the harness uses, in one place (the layout may still move) ---------
 from ampxfer_lib.data.audio import read_audio, resample, write_audio  # noqa: E402
+from ampxfer_lib.capture.record import capture_splits  # noqa: E402
 from ampxfer_lib.data.dataset import Dataset  # noqa: E402
 from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare  # noqa: E402
 from ampxfer_lib.fileio import atomic_write_json, atomic_write_text, sha256_file  # noqa: E402
@@ -167,6 +168,12 @@ RECIPES: Dict[str, dict] = {
         "preset": None, "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
         "scratch_of": "default", "limited": "spread",
     },
+    "default_selfval": {
+        "about": "the defaults on a 30 s recording that must validate itself: quick and scratch_limited train "
+                 "on its first 21 s and validate on the next 6 s (ampxfer capture's split), ranked on them",
+        "preset": None, "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
+        "scratch_of": "default", "limited": "selfval",
+    },
     "default_freeze": {
         "about": "the defaults, the start's LSTM frozen for the first 20 epochs of a fine-tune (head first)",
         "preset": None, "train": {}, "transfer": {"freeze_lstm_epochs": 20}, "quick": {}, "start": "model",
@@ -186,8 +193,9 @@ RECIPES: Dict[str, dict] = {
 DEVICE_INDEX = {d.name: i for i, d in enumerate(DEVICES)}
 RECIPE_KEYS = {"about", "preset", "train", "transfer", "quick", "start", "rank", "scratch_of", "limited"}
 #: ``limited`` of a recipe: "head" (the first 30 s of the training audio, the issue's definition)
-#: or "spread" (SPREAD_PIECES equal pieces, whole segments each, spread evenly over it).
-LIMITED_KINDS = ("head", "spread")
+#: "spread" (SPREAD_PIECES equal pieces, whole segments each, spread evenly over it) or
+#: "selfval" (a 30 s recording validated on its own tail, as ``ampxfer capture`` would).
+LIMITED_KINDS = ("head", "spread", "selfval")
 SPREAD_PIECES = 6
 #: The report's four runs, the default of ``--runs``; scratch_limited only when named.
 TRAIN_RUNS = rep.RUNS + ("scratch_limited",)
@@ -403,28 +411,43 @@ def device_data(real: Path, out: Path, device: Device, log=print) -> Path:
     return folder
 
 
-def device_data_spread(real: Path, out: Path, device: Device, log=print) -> Path:
-    """The device's data folder for ``limited: spread`` (cached): training audio = the pieces of
-    ``spread_spans`` cut from the full data's training audio (input and target alike: each piece
-    is what the device played there), validation and test the very samples of the full data."""
+def device_data_limited(real: Path, out: Path, device: Device, kind: str, log=print) -> Path:
+    """The device's data folder for a recipe's ``limited`` kind other than "head" (cached):
+
+    * "spread": training audio = the pieces of ``spread_spans`` cut from the full data's training
+      audio (input and target alike: each piece is what the device played there);
+    * "selfval": the 30 s recording of a guitarist who has nothing else, split the way
+      ``ampxfer capture`` splits it (``capture_splits``): training audio its head, validation
+      the part after it; the 30 s's own test part is not used.
+
+    The test audio is always the very samples of the full data's (and for "spread" the
+    validation audio as well), so every kind is scored on the same 20 s.
+    """
     full = Dataset(device_data(real, out, device, log))
-    folder = out / "data" / f"{device.name}@spread"
+    folder = out / "data" / f"{device.name}@{kind}"
     if (folder / "manifest.json").exists():
         return folder
-    (train,), tail = full.split("train"), [full.split(n)[0] for n in ("val", "test")]
-    spans = spread_spans(train.samples, full.sample_rate, limited_seconds=LIMITED_SECONDS)
-    stem = out / "audio" / f"{device.name}@spread"
-    for role, part in (("di", "input"), ("target", "target")):
-        def pick(section):
-            return section.input[:, 0] if part == "input" else section.target
-        audio = np.concatenate([pick(train)[a:b] for a, b in spans] + [pick(t) for t in tail])
-        write_audio(f"{stem}_{role}.wav", audio.astype(np.float32), full.sample_rate)
-    config = PrepareConfig(rate=RATE, align="0", val_seconds=VAL_SECONDS, test_seconds=TEST_SECONDS,
+    (train,), (val,), (test,) = (full.split(n) for n in ("train", "val", "test"))
+    rate = full.sample_rate
+    if kind == "spread":
+        pieces = [(train, a, b) for a, b in spread_spans(train.samples, rate, limited_seconds=LIMITED_SECONDS)]
+        pieces += [(val, 0, val.samples), (test, 0, test.samples)]
+        val_seconds, same = VAL_SECONDS, ("val", "test")
+    elif kind == "selfval":
+        val_seconds, user_test = capture_splits(LIMITED_SECONDS)
+        n_fit = int(round((LIMITED_SECONDS - user_test) * rate))  # training + validation of the 30 s
+        pieces, same = [(train, 0, n_fit), (test, 0, test.samples)], ("test",)
+    else:
+        raise ValueError(f"unknown limited kind {kind!r}")
+    stem = out / "audio" / f"{device.name}@{kind}"
+    write_audio(f"{stem}_di.wav", np.concatenate([s.input[a:b, 0] for s, a, b in pieces]), rate)
+    write_audio(f"{stem}_target.wav", np.concatenate([s.target[a:b] for s, a, b in pieces]), rate)
+    config = PrepareConfig(rate=RATE, align="0", val_seconds=val_seconds, test_seconds=TEST_SECONDS,
                            limited_seconds=LIMITED_SECONDS)
     prepare([CaptureSpec((f"{stem}_di.wav",), (f"{stem}_target.wav",))], folder, config)
-    spread = Dataset(folder)
-    for name in ("val", "test"):  # the comparison with the head-30 s runs rests on this
-        a, b = spread.split(name)[0], full.split(name)[0]
+    mine = Dataset(folder)
+    for name in same:  # the comparison with the head-30 s runs rests on this
+        a, b = mine.split(name)[0], full.split(name)[0]
         if not (np.array_equal(a.input, b.input) and np.array_equal(a.target, b.target)):
             raise SystemExit(f"error: {folder}: its {name} audio differs from {full.path}'s; remove {folder} and retry")
     return folder
@@ -792,30 +815,35 @@ def benchmark(args, command: str) -> int:
     rank_tasks: Dict[Tuple[str, str], Task] = {}
     label = getattr(args, "library_label", None)
 
-    # 1. data (a "spread" recipe's quick and scratch_limited train on their own folder)
-    data, data_spread = {}, {}
-    spread = any(RECIPES[n].get("limited", "head") == "spread" for n in recipes) and \
-        any(r in ("quick", "scratch_limited") for r in runs)
+    # 1. data (a recipe with another ``limited`` kind trains quick and scratch_limited on its own folder)
+    data: Dict[str, Path] = {}
+    data_kind: Dict[Tuple[str, str], Path] = {}
+    kinds = sorted({RECIPES[n].get("limited", "head") for n in recipes} - {"head"}) \
+        if any(r in ("quick", "scratch_limited") for r in runs) else []
     for d in devices:
         folder = out / "data" / d.name
         if dry:
-            data[d.name], data_spread[d.name] = folder, out / "data" / f"{d.name}@spread"
+            data[d.name] = folder
+            data_kind.update({(d.name, k): out / "data" / f"{d.name}@{k}" for k in kinds})
             print(f"  data {folder}: {'cached' if (folder / 'manifest.json').exists() else 'to prepare'}")
         else:
             data[d.name] = device_data(real, out, d)
-            if spread:
-                data_spread[d.name] = device_data_spread(real, out, d)
+            data_kind.update({(d.name, k): device_data_limited(real, out, d, k) for k in kinds})
+
+    def kind_of(recipe: Optional[str], run: str) -> str:
+        if recipe is None or run not in ("quick", "scratch_limited"):
+            return "head"
+        return RECIPES[recipe].get("limited", "head")
 
     def data_of(device: str, recipe: Optional[str], run: str) -> Path:
-        if recipe and RECIPES[recipe].get("limited", "head") == "spread" and run in ("quick", "scratch_limited"):
-            return data_spread[device]
-        return data[device]
+        kind = kind_of(recipe, run)
+        return data[device] if kind == "head" else data_kind[(device, kind)]
 
     def tag_of(recipe: str, run: str) -> str:
         """The ranking a recipe's transfer run starts from: per rank setting, library and data."""
-        on_spread = RECIPES[recipe].get("limited", "head") == "spread" and run == "quick"
+        kind = kind_of(recipe, run)
         return (rank_tag(RECIPES[recipe].get("rank", {})) + ("" if label is None else f"@{label}")
-                + ("@spread" if on_spread else ""))
+                + ("" if kind == "head" else f"@{kind}"))
 
     # 2. rankings (leave-one-out), one per device and distinct rank setting
     if transfer_runs:

@@ -385,7 +385,7 @@ def test_spread_spans_closed_form():
         rg.spread_spans(40, rate=4, pieces=3, limited_seconds=12.0, segment_seconds=1.0)
 
 
-def test_spread_data_keeps_validation_and_test_and_cuts_the_pieces(tmp_path, monkeypatch):
+def test_limited_data_kinds_keep_the_test_audio_and_cut_their_training_audio(tmp_path, monkeypatch):
     rate = 8000
     monkeypatch.setattr(rg, "RATE", rate)
     monkeypatch.setattr(rg, "VAL_SECONDS", 1.0)
@@ -400,7 +400,7 @@ def test_spread_data_keeps_validation_and_test_and_cuts_the_pieces(tmp_path, mon
     prepare([CaptureSpec((str(tmp_path / "in.wav"),), (str(tmp_path / "out.wav"),))], full, cfg)
     monkeypatch.setattr(rg, "device_data", lambda real, out, device, log=print: full)
     device = rg.Device("dev", "x.json", (), "test", "test")
-    folder = rg.device_data_spread(tmp_path, tmp_path / "out_dir", device)
+    folder = rg.device_data_limited(tmp_path, tmp_path / "out_dir", device, "spread")
     from ampxfer_lib.data.dataset import Dataset
     ds = Dataset(folder)
     (train,) = ds.split("train")
@@ -413,3 +413,11 @@ def test_spread_data_keeps_validation_and_test_and_cuts_the_pieces(tmp_path, mon
     assert np.array_equal(train.target, np.concatenate([np.tanh(3 * x)[a:b] for a, b in spans]).astype(np.float32))
     assert np.array_equal(ds.split("val")[0].input[:, 0], x[5 * rate:6 * rate])
     assert np.array_equal(ds.split("test")[0].target, np.tanh(3 * x[6 * rate:]).astype(np.float32))
+    # selfval: a 3 s "recording" split as ampxfer capture splits it (20% validation, 10% test,
+    # the latter unused here): 2.1 s training, the next 0.6 s validation, the full data's test
+    own = Dataset(rg.device_data_limited(tmp_path, tmp_path / "out_dir", device, "selfval"))
+    assert np.array_equal(own.split("train")[0].input[:, 0], x[:int(2.1 * rate)])
+    assert np.array_equal(own.split("val")[0].target, np.tanh(3 * x[int(2.1 * rate):int(2.7 * rate)]).astype(np.float32))
+    assert np.array_equal(own.split("test")[0].input[:, 0], x[6 * rate:])
+    with pytest.raises(ValueError):
+        rg.device_data_limited(tmp_path, tmp_path / "out_dir", device, "tail")
