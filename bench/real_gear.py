@@ -70,7 +70,7 @@ sys.path.insert(0, str(REPO))  # this checkout's ampxfer_lib, also in the worker
 # --- every library name the harness uses, in one place (the layout may still move) ---------
 from ampxfer_lib.data.audio import read_audio, resample, write_audio  # noqa: E402
 from ampxfer_lib.capture.record import capture_splits  # noqa: E402
-from ampxfer_lib.data.dataset import Dataset  # noqa: E402
+from ampxfer_lib.data.dataset import SPREAD_PIECE_SECONDS, Dataset, spread_spans  # noqa: E402
 from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare  # noqa: E402
 from ampxfer_lib.fileio import atomic_write_json, atomic_write_text, sha256_file  # noqa: E402
 from ampxfer_lib.library.index import library_model_paths  # noqa: E402
@@ -193,10 +193,10 @@ RECIPES: Dict[str, dict] = {
 DEVICE_INDEX = {d.name: i for i, d in enumerate(DEVICES)}
 RECIPE_KEYS = {"about", "preset", "train", "transfer", "quick", "start", "rank", "scratch_of", "limited"}
 #: ``limited`` of a recipe: "head" (the first 30 s of the training audio, the issue's definition)
-#: "spread" (SPREAD_PIECES equal pieces, whole segments each, spread evenly over it) or
+#: "spread" (the library's ``spread`` subset: 5 s pieces spread evenly over it, cut into a data
+#: folder of its own so that the ranking sees only those 30 s too) or
 #: "selfval" (a 30 s recording validated on its own tail, as ``ampxfer capture`` would).
 LIMITED_KINDS = ("head", "spread", "selfval")
-SPREAD_PIECES = 6
 #: The report's four runs, the default of ``--runs``; scratch_limited only when named.
 TRAIN_RUNS = rep.RUNS + ("scratch_limited",)
 #: Longest first, so two workers finish together.
@@ -236,24 +236,6 @@ def split_plan(clips: Sequence[Tuple[str, int]], rate: int = RATE, gap_seconds: 
         cover[split] = [(name, min(b, e) - max(a, s)) for name, s, e in spans if min(b, e) > max(a, s)]
     return {"total": pos, "bounds": bounds, "segments": {"full": n_train // seg, "limited": n_lim // seg},
             "clips": cover}
-
-
-def spread_spans(n_train: int, rate: int = RATE, pieces: int = SPREAD_PIECES,
-                 limited_seconds: float = LIMITED_SECONDS, segment_seconds: float = 0.5) -> List[Tuple[int, int]]:
-    """``pieces`` equal (start, stop) sample spans of ``limited_seconds`` in all, spread evenly
-    over ``n_train`` samples: the first starts at 0, the last ends within a segment of the end.
-
-    Each piece is a whole number of segments and starts on a segment boundary, so the trainer's
-    segments of the joined pieces are segments of the original audio (none straddles a join).
-    """
-    seg = int(round(segment_seconds * rate))
-    per = int(round(limited_seconds * rate / pieces)) // seg  # segments per piece
-    if per < 1 or pieces * per * seg > n_train:
-        raise ValueError(f"{pieces} pieces of {limited_seconds / pieces:g} s do not fit whole "
-                         f"{segment_seconds:g} s segments into {n_train / rate:.1f} s of training audio")
-    slots = n_train // seg - per  # the last segment index a piece may start at
-    starts = [int(round(i * slots / (pieces - 1))) if pieces > 1 else 0 for i in range(pieces)]
-    return [(a * seg, (a + per) * seg) for a in starts]
 
 
 def weights_key(weights) -> tuple:
@@ -414,8 +396,8 @@ def device_data(real: Path, out: Path, device: Device, log=print) -> Path:
 def device_data_limited(real: Path, out: Path, device: Device, kind: str, log=print) -> Path:
     """The device's data folder for a recipe's ``limited`` kind other than "head" (cached):
 
-    * "spread": training audio = the pieces of ``spread_spans`` cut from the full data's training
-      audio (input and target alike: each piece is what the device played there);
+    * "spread": training audio = the pieces of the library's ``spread`` subset, cut from the full
+      data's training audio (input and target alike: each piece is what the device played there);
     * "selfval": the 30 s recording of a guitarist who has nothing else, split the way
       ``ampxfer capture`` splits it (``capture_splits``): training audio its head, validation
       the part after it; the 30 s's own test part is not used.
@@ -430,7 +412,9 @@ def device_data_limited(real: Path, out: Path, device: Device, kind: str, log=pr
     (train,), (val,), (test,) = (full.split(n) for n in ("train", "val", "test"))
     rate = full.sample_rate
     if kind == "spread":
-        pieces = [(train, a, b) for a, b in spread_spans(train.samples, rate, limited_seconds=LIMITED_SECONDS)]
+        spans = spread_spans(train.samples, int(round(LIMITED_SECONDS * rate)), int(round(0.5 * rate)),
+                             int(round(SPREAD_PIECE_SECONDS * rate)))
+        pieces = [(train, a, b) for a, b in spans]
         pieces += [(val, 0, val.samples), (test, 0, test.samples)]
         val_seconds, same = VAL_SECONDS, ("val", "test")
     elif kind == "selfval":

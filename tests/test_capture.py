@@ -273,7 +273,7 @@ def test_no_starting_models_means_scratch_and_seconds_limit_the_training_audio(t
     assert st["evaluate"]["comparison"] is None
     assert st["prepare"]["train_seconds_used"] == 2.0
     run = json.loads((out / "run" / "summary.json").read_text())
-    assert run["subset"] == "limited" and run["train_seconds_audio"] == 2.0
+    assert run["subset"] == "spread" and run["train_seconds_audio"] == 2.0
     assert "scratch (no starting model)" in (out / PAGE).read_text()
     assert ModelLibrary(tmp_path / "mylib").entries()[0].source.endswith("(DI pedal_di.wav)")
 

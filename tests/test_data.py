@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ampxfer_lib.data.dataset import load_dataset, segment, stack_sequences
+from ampxfer_lib.data.dataset import load_dataset, segment, spread_spans, stack_sequences
 from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare, read_conditioned_spec
 from ampxfer_lib.errors import AudioError, ConfigError
 
@@ -36,6 +36,38 @@ def test_splits_are_exact_and_in_time_order(tmp_path):
     assert ds.split("train", "limited")[0].samples == 2 * RATE
     assert ds.split("val")[0].input.shape == (n_val, 1)
     assert m["captures"][0]["pairs"][0]["input"]["sha256"] == file_hashes(xin)[str(xin)]
+
+
+def test_spread_spans_closed_form():
+    # 100 samples of 4-sample segments, 24 wanted in pieces of 8: three pieces of two segments;
+    # 25 segments, the last start slot 23, so starts 0, 11.5 -> 12 (round half to even), 23
+    assert spread_spans(100, 24, 4, 8) == [(0, 8), (48, 56), (92, 100)]
+    # the benchmark's case: 125.15 s at 44.1 kHz, 30 s in 5 s pieces of 0.5 s segments
+    total, seg = 44100 * 125 + 6615, 22050
+    spans = spread_spans(total, 30 * 44100, seg, 5 * 44100)
+    assert [b - a for a, b in spans] == [10 * seg] * 6 and all(a % seg == 0 for a, _ in spans)
+    assert spans[0][0] == 0 and total - seg < spans[-1][1] <= total
+    assert all(b <= c for (_, b), (c, _) in zip(spans, spans[1:]))
+    assert spread_spans(50, 60, 4, 8) == [(0, 50)]  # shorter than wanted: all of it
+    assert spread_spans(100, 10, 4, 8) == [(0, 8)]  # one piece: round(10 / 8) = 1, two segments
+
+
+def test_spread_subset_joins_the_pieces_of_the_training_audio(tmp_path, monkeypatch):
+    xin, tgt = write_pair(tmp_path / "rec", seconds=8.0, subtype="FLOAT")
+    prepare(one(xin, tgt), tmp_path / "d", PrepareConfig(align="off", **SMALL))
+    ds = load_dataset(tmp_path / "d")
+    (train,) = ds.split("train")  # 5.5 s: 11 segments; 2 s wanted in pieces of 5 s: one piece, 4 segments
+    (spread,) = ds.split("train", "spread")
+    assert spread.samples == 2 * RATE
+    assert np.array_equal(spread.input, train.input[:2 * RATE])
+    import ampxfer_lib.data.dataset as dataset_module
+    monkeypatch.setattr(dataset_module, "SPREAD_PIECE_SECONDS", 0.5)  # four pieces of one segment:
+    (spread,) = load_dataset(tmp_path / "d").split("train", "spread")  # starts 0, 3.33, 6.67, 10
+    half = RATE // 2
+    want = np.concatenate([train.target[a * half:(a + 1) * half] for a in (0, 3, 7, 10)])
+    assert np.array_equal(spread.target, want)
+    with pytest.raises(ConfigError, match="subset"):
+        ds.split("train", "middle")
 
 
 def test_latency_is_removed_from_the_target(tmp_path):

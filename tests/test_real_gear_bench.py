@@ -370,21 +370,6 @@ def test_starts_table_from_hand_made_run_folders(tmp_path, capsys):
     assert lines[-1] == "| mt2 | 0 | 0.0200 | 100 | 10 | 0.0050 | 55 | 18 | distortion | 0.250 |"
 
 
-def test_spread_spans_closed_form():
-    # 100 samples of 4-sample segments, 3 pieces of 8 samples (2 segments): 25 segments, the
-    # last start slot is 23, so pieces start at segments 0, 11.5 -> 12 (round half even), 23
-    assert rg.spread_spans(100, rate=4, pieces=3, limited_seconds=6.0, segment_seconds=1.0) == \
-        [(0, 8), (48, 56), (92, 100)]
-    spans = rg.spread_spans(rg.RATE * 125 + 6615, pieces=6)  # the benchmark's 125.15 s
-    seg = rg.RATE // 2
-    assert [b - a for a, b in spans] == [10 * seg] * 6  # 5 s each, 30 s in all
-    assert all(a % seg == 0 for a, _ in spans) and spans[0][0] == 0
-    assert all(b <= c for (_, b), (c, _) in zip(spans, spans[1:]))  # in order, no overlap
-    assert spans[-1][1] <= rg.RATE * 125 + 6615 and spans[-1][1] > rg.RATE * 124
-    with pytest.raises(ValueError):
-        rg.spread_spans(40, rate=4, pieces=3, limited_seconds=12.0, segment_seconds=1.0)
-
-
 def test_limited_data_kinds_keep_the_test_audio_and_cut_their_training_audio(tmp_path, monkeypatch):
     rate = 8000
     monkeypatch.setattr(rg, "RATE", rate)
@@ -400,14 +385,14 @@ def test_limited_data_kinds_keep_the_test_audio_and_cut_their_training_audio(tmp
     prepare([CaptureSpec((str(tmp_path / "in.wav"),), (str(tmp_path / "out.wav"),))], full, cfg)
     monkeypatch.setattr(rg, "device_data", lambda real, out, device, log=print: full)
     device = rg.Device("dev", "x.json", (), "test", "test")
-    folder = rg.device_data_limited(tmp_path, tmp_path / "out_dir", device, "spread")
     from ampxfer_lib.data.dataset import Dataset
-    ds = Dataset(folder)
-    (train,) = ds.split("train")
     # 5 s of training audio = 10 segments of 0.5 s; six pieces of one segment each start at
     # segments 0, 1.8, 3.6, 5.4, 7.2 and 9, rounded
-    spans = rg.spread_spans(5 * rate, rate, limited_seconds=3.0)
-    assert spans == [(a * 4000, (a + 1) * 4000) for a in (0, 2, 4, 5, 7, 9)]
+    monkeypatch.setattr(rg, "SPREAD_PIECE_SECONDS", 0.5)
+    folder = rg.device_data_limited(tmp_path, tmp_path / "out_dir", device, "spread")
+    ds = Dataset(folder)
+    (train,) = ds.split("train")
+    spans = [(a * 4000, (a + 1) * 4000) for a in (0, 2, 4, 5, 7, 9)]
     assert train.samples == 3 * rate
     assert np.array_equal(train.input[:, 0], np.concatenate([x[a:b] for a, b in spans]))
     assert np.array_equal(train.target, np.concatenate([np.tanh(3 * x)[a:b] for a, b in spans]).astype(np.float32))

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import List, Mapping, Optional, Sequence, Union
 
 from ampxfer_lib import __version__
+from ampxfer_lib.data.dataset import Dataset
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.capture.plugins import export_plugins
 from ampxfer_lib.capture.record import (CAPTURE_FORMAT, CAPTURE_VERSION, DATA, PLUGINS, RECORD, RUN, SCORE_WORDS, SCRATCH,
@@ -51,7 +52,8 @@ class Capture(RankStage):
     folder. ``name``: the model's name in plugin file names and the library (default: the
     target file's name). ``libraries``: folders to rank starting models from (default:
     ``user_library``, then the shipped starting models; these two may be absent).
-    ``seconds``: train on the first N seconds of the training audio only (a quick capture).
+    ``seconds``: train on N seconds of the training audio only (a quick capture), cut as 5 s
+    pieces spread over it (the dataset's ``spread`` subset: varied audio beats the first N s).
     ``knobs``/``kind``/``licence``: what the library records about the device. ``start``:
     ``None``/``"auto"`` (the ranking's best), a rank (``2``), ``"scratch"``, or a model file.
     ``preset``/``train_overrides``: the training recipe (``make_config`` keywords, e.g.
@@ -245,7 +247,7 @@ class Capture(RankStage):
             self.log(f"  warning: {w['file']}: {w['message']}")
         splits = manifest["splits"]
         full = splits["train"]["seconds"]
-        used = manifest["subsets"]["limited"]["train_seconds"] if self.seconds is not None else full
+        used = Dataset(data).seconds("train", "spread") if self.seconds is not None else full
         if self.seconds is not None and self.seconds > full:
             self.log(f"  --seconds {self.seconds:g}: the recording has {full:.1f} s of training audio; all of it is used")
         info = {"train_seconds": full, "train_seconds_used": used, "val_seconds": splits["val"]["seconds"],
@@ -262,7 +264,7 @@ class Capture(RankStage):
                 f"{info['test_seconds']:.1f} s test")
 
     def _subset(self) -> str:
-        return "limited" if self.seconds is not None else "full"
+        return "spread" if self.seconds is not None else "full"
 
     def _train_config(self, init_from: Optional[str], **extra):
         from ampxfer_lib.training.config import make_config

@@ -48,7 +48,7 @@ def add_capture(sub) -> None:
                    help="rank the models of this folder or model library (repeat; default: your library, then the "
                         "shipped starting models)")
     p.add_argument("--seconds", type=arg_float(0, lo_open=True), default=None, metavar="N",
-                   help="train on the first N seconds of the training audio only (a quick capture)")
+                   help="train on N seconds of the training audio only, in 5 s pieces spread over it (a quick capture)")
     p.add_argument("--knob", action="append", default=[], metavar="NAME=SETTING",
                    help="a knob setting of the device as recorded, for the library (repeat), e.g. --knob gain=7")
     p.add_argument("--kind", default="", help="kind of device for the library: amp, overdrive, fuzz, ...")

@@ -12,6 +12,7 @@ from ampxfer_lib.validate import MAX_CHANNEL, MAX_HIDDEN, MAX_THREADS, arg_float
 
 
 def add_train(sub) -> None:
+    from ampxfer_lib.data.dataset import SUBSETS
     from ampxfer_lib.training.config import DEFAULT_PRESET, PRESETS
 
     p = sub.add_parser("train", help="train a model (from scratch or --init-from a model)",
@@ -19,7 +20,9 @@ def add_train(sub) -> None:
     p.add_argument("--data", required=True, help="prepared data folder")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS))
-    p.add_argument("--subset", default="full", choices=["full", "limited"])
+    p.add_argument("--subset", default="full", choices=list(SUBSETS),
+                   help="training audio: full, limited (its first --limited-seconds of prepare) or spread "
+                        "(as many seconds in 5 s pieces spread over it)")
     p.add_argument("--init-from", default=None, metavar="MODEL_OR_RUN", help="start from this model JSON or run folder")
     p.add_argument("--hidden-size", type=arg_int(1, MAX_HIDDEN), default=None)
     p.add_argument("--no-skip", action="store_true", help="train without the skip connection (for NAM export)")

@@ -44,6 +44,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional
 
+from ampxfer_lib.data.dataset import SUBSETS
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.fileio import PathLike
 from ampxfer_lib.training.losses import LossConfig
@@ -100,8 +101,8 @@ class TrainConfig:
 
     def __post_init__(self):
         check_fields(self, TRAIN_FIELD_RULES, FLAG_FIELDS)
-        if self.subset not in ("full", "limited"):
-            raise ConfigError(f"--subset must be full or limited, not {self.subset!r}")
+        if self.subset not in SUBSETS:
+            raise ConfigError(f"--subset must be one of {', '.join(SUBSETS)}, not {self.subset!r}")
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"unknown scheduler {self.scheduler!r}; one of {', '.join(SCHEDULERS)}")
         if self.match_level not in MATCH_LEVELS:
