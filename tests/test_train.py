@@ -529,3 +529,22 @@ def test_a_transferred_start_is_matched_to_the_target_level(tmp_path):
     assert runs["gain"]["start_match"]["gain"] == pytest.approx(-2.0, rel=1e-3)
     assert runs["gain"]["initial_val_loss"] < 1e-4 < 0.5 < runs["none"]["initial_val_loss"]
     assert runs["none"]["start_match"] is None
+
+
+def test_end_line_warns_when_the_model_learnt_nothing(tmp_path):
+    from ampxfer_lib.training.callbacks import NOT_LEARNT_ESR, LogLines, RunView
+    from ampxfer_lib.training.config import make_config
+
+    view = RunView(tmp_path, make_config(""), "cpu", 1, (), 10, 5.0, 1, 0, (), 3, 0.75)
+    base = {"stop_reason": "converged", "best_val_loss": 0.75, "best_epoch": 3, "epochs": 9,
+            "test_esr": 1.0, "train_seconds": 1.0, "init_from": None}
+    for esr, init_from, want in ((NOT_LEARNT_ESR, None, "--init-from"), (1.0, "start.json", "belong together"),
+                                 (0.89, None, None), (None, None, None)):
+        lines = []
+        LogLines(lines.append).on_end(view, dict(base, best_val_esr=esr, init_from=init_from))
+        assert lines[0].startswith("done (converged): best val 0.75000 at epoch 3 of 9")
+        if want is None:
+            assert len(lines) == 1
+        else:
+            assert len(lines) == 2 and lines[1].startswith("warning: the model plays almost nothing of the target "
+                                                           f"(best validation ESR {esr:.2f})") and want in lines[1]

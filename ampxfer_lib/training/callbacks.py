@@ -62,6 +62,12 @@ class Callback:
         """The run stopped early (diverged, interrupted); ``message`` is one line."""
 
 
+#: A best validation ESR at or above this: the run learnt next to nothing of the device (ESR 1
+#: is what a silent output scores). Seen on real gear: a random start on a Soldano high-gain
+#: capture sat at 1.00 for 89 epochs under every recipe tried (bench/RESULTS_real_gear.md).
+NOT_LEARNT_ESR = 0.9
+
+
 def _fmt(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{x:.5f}"
 
@@ -90,6 +96,12 @@ class LogLines(Callback):
         self.write(f"{what} ({summary['stop_reason']}): best val {_fmt(summary['best_val_loss'])} at epoch "
                    f"{summary['best_epoch']} of {summary['epochs']}, test ESR {_fmt(summary['test_esr'])}, "
                    f"{summary['train_seconds']:.1f} s; model: {Path(run.out_dir) / MODEL_BEST}")
+        esr = summary.get("best_val_esr")
+        if esr is not None and esr >= NOT_LEARNT_ESR:
+            self.write(f"warning: the model plays almost nothing of the target (best validation ESR {esr:.2f}); "
+                       + ("a random start can stay there on a hard high-gain capture: start from a model "
+                          "(--init-from, or `ampxfer capture`, which ranks starting models)"
+                          if not summary.get("init_from") else "check that the recordings belong together"))
 
 
 class WarningLines(Callback):
