@@ -173,3 +173,33 @@ def test_training_learns_two_devices_and_resumes(tmp_path):
         k = r2.embeddings[d]
         np.testing.assert_allclose(render_sequential(fold_knobs(r2.weights, k), x), render_sequential(r2.weights, x, k),
                                    atol=1e-5)
+
+
+def test_level_matched_fit_sees_what_the_trainer_starts_from(fitted, tmp_path):
+    """A device whose dense path is the model's at -0.5 x level plus an offset (another level,
+    inverted polarity): the trainer's start match undoes exactly that, so the matched fit must
+    still find the knobs, and its matched ESR is the trainer's ``match_level('gain')`` ESR."""
+    from ampxfer_lib.data.dataset import load_dataset
+    from ampxfer_lib.transfer.device_space import _score
+    from ampxfer_lib.transfer.level_match import Stretches, match_level
+
+    w, _, _, _, _ = fitted
+    params = dict(w.params)
+    params["lin.weight"] = params["lin.weight"] * -0.5
+    params["lin.bias"] = params["lin.bias"] * -0.5 + 0.01
+    data = data_folder(tmp_path, "quiet", ModelWeights(w.config, params), KNOBS)
+    config = DeviceSpaceConfig(embed_dim=2, fit_epochs=5, fit_lr=0.08, fit_level_match=True)
+    fit = fit_knobs(w, data, config)
+    assert fit.esr > 0.1  # unmatched, the model is far off ...
+    assert fit.esr_level_matched < 1e-3  # ... matched, it is the device
+    assert np.linalg.norm(np.array(fit.knobs) - KNOBS) < 0.05
+
+    sec = load_dataset(data).split("train", "limited")[0]
+    n = 8820
+    x = sec.input[: 4 * n, :1].reshape(4, n, 1)
+    y = sec.target[: 4 * n].reshape(4, n)
+    trainer = match_level(fold_knobs(w, fit.knobs), Stretches(x, y, 200), "gain")[1]["esr_after"]
+    emb = EmbeddedLSTM(AmpLSTM.from_weights(w), logit(fit.knobs)[None])
+    ours = _score(emb, torch.from_numpy(np.ascontiguousarray(x.transpose(1, 2, 0))),
+                  torch.from_numpy(np.ascontiguousarray(y.T)), 200)["esr_level_matched"]
+    assert ours == pytest.approx(trainer, rel=1e-3, abs=1e-9)  # float32 LSTM paths differ in rounding only

@@ -37,7 +37,6 @@ from ampxfer_lib.model.network import AmpLSTM, new_model
 from ampxfer_lib.model.weights import ModelConfig, ModelWeights, fold_knobs
 from ampxfer_lib.training.losses import LossConfig, esr_numpy, make_loss
 from ampxfer_lib.training.tbptt import tbptt_batch, tbptt_windows
-from ampxfer_lib.transfer.rank import esr_scores
 
 CHECKPOINT = "device_space_checkpoint.pt"
 
@@ -64,7 +63,7 @@ class DeviceSpaceConfig:
     fit_grid: Tuple[float, ...] = (0.15, 0.5, 0.85)  # per knob: E = 3 gives 27 starts to score
     fit_epochs: int = 4  # passes of gradient over the training audio (all segments, one batch)
     fit_lr: float = 0.05  # Adam on the logits
-    fit_level_match: bool = True  # score and fit after the best output gain, as the trainer starts
+    fit_level_match: bool = True  # score and fit after the trainer's start match (dense-path gain)
     threads: int = 1
 
     def __post_init__(self):
@@ -88,14 +87,10 @@ class DeviceSpaceConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DeviceSpaceConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise ConfigError(f"unknown device-space setting(s): {', '.join(unknown)}; remove them")
-        d = dict(d)
-        if "fit_grid" in d:
-            d["fit_grid"] = tuple(float(g) for g in d["fit_grid"])
-        return cls(**d)
+        return cls(**{**d, **({"fit_grid": tuple(map(float, d["fit_grid"]))} if "fit_grid" in d else {})})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -104,10 +99,9 @@ class DeviceSpaceConfig:
     def from_json(cls, text: str) -> "DeviceSpaceConfig":
         try:
             d = json.loads(text)
-        except ValueError:
-            raise ConfigError("device-space config: not JSON; write it with DeviceSpaceConfig.to_json") from None
-        if not isinstance(d, dict):
-            raise ConfigError("device-space config: not a JSON object; write it with DeviceSpaceConfig.to_json")
+            assert isinstance(d, dict)
+        except (ValueError, AssertionError):
+            raise ConfigError("device-space config: not JSON of an object; write it with DeviceSpaceConfig.to_json") from None
         return cls.from_dict(d)
 
 
@@ -132,6 +126,7 @@ class EmbeddedLSTM(nn.Module):
         self.net = net
         self.logits = nn.Parameter(torch.as_tensor(np.asarray(logits, dtype=np.float32)))
         self.ids: Optional[torch.Tensor] = None
+        self.last_input: Optional[torch.Tensor] = None  # the audio of the last forward_tm (the skip)
 
     def knobs(self) -> torch.Tensor:
         """(D, E) knob values in (0, 1)."""
@@ -143,6 +138,7 @@ class EmbeddedLSTM(nn.Module):
 
     def forward_tm(self, x: torch.Tensor, state=None):
         """x (T, 1, B) -> y (T, B) and the state (see :meth:`AmpLSTM.forward_tm`)."""
+        self.last_input = x
         return self.net.forward_tm(self._with_knobs(x), state)
 
     def advance_tm(self, x: torch.Tensor, state=None):
@@ -160,8 +156,6 @@ class EmbeddedLSTM(nn.Module):
         full = torch.cat([xt, k.expand(xt.shape[0], xt.shape[1], -1)], dim=2).contiguous()
         return self.net.infer(full)[..., 0].numpy()
 
-
-# --------------------------------------------------------------------------- data
 
 def _open(folder, rate: Optional[int]) -> Dataset:
     ds = folder if isinstance(folder, Dataset) else load_dataset(folder)
@@ -181,20 +175,29 @@ def _time_major(sections, length: int) -> Tuple[torch.Tensor, torch.Tensor]:
             torch.from_numpy(np.ascontiguousarray(y[..., 0].T)))
 
 
-def _gain_matched(loss_fn: Callable) -> Callable:
-    """The loss after the best single output gain g = <p, y> / <p, p> (pred, target (B, T)).
+def _matched(pred: torch.Tensor, skip, target: torch.Tensor) -> torch.Tensor:
+    """``pred`` as the trainer's start match leaves it (``level_match`` ``gain``): with the skip
+    connection fixed, the dense path ``d = pred - skip`` scaled and offset, ``skip + a d + c``,
+    (a, c) the least-squares fit of ``target - skip``. Any shape; ``skip`` 0 without the skip.
 
-    A capture's level is arbitrary and the trainer matches it before fine-tuning; fitting
-    knobs to the raw level would spend them on loudness instead of on the sound.
+    A capture's level and polarity are arbitrary and the trainer undoes them this way before
+    fine-tuning: knobs fitted to the raw level would be spent on loudness, and a gain on the
+    whole output (which the trainer cannot apply) would pick knobs that start it badly.
     """
+    d, r = pred - skip, target - skip
+    dm, rm = d.mean(), r.mean()
+    a = ((d - dm) * (r - rm)).sum() / (((d - dm) ** 2).sum() + 1e-12)
+    return skip + a * d + (rm - a * dm)
+
+
+def _level_matched(loss_fn: Callable, model: "EmbeddedLSTM") -> Callable:
+    """``loss_fn`` (pred, target (B, T)) applied after :func:`_matched`; the skip is the model's input."""
     def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        g = torch.sum(pred * target) / (torch.sum(pred * pred) + 1e-12)
-        return loss_fn(g * pred, target)
+        skip = model.last_input[:, 0].t() if model.net.config.skip else 0.0
+        return loss_fn(_matched(pred, skip, target), target)
 
     return loss
 
-
-# --------------------------------------------------------------------------- training
 
 @dataclass
 class DeviceSpaceResult:
@@ -214,10 +217,6 @@ class DeviceSpaceResult:
 def _identity(config: DeviceSpaceConfig) -> dict:
     """The settings a resumed run must share (the stopping rules and threads may change)."""
     return {k: v for k, v in config.to_dict().items() if k not in ("max_epochs", "cpu_budget_seconds", "threads")}
-
-
-def _validate(model: EmbeddedLSTM, vals: Sequence[Tuple[np.ndarray, np.ndarray]]) -> List[float]:
-    return [esr_numpy(model.play(x, d), y[..., 0]) for d, (x, y) in enumerate(vals)]
 
 
 def train_device_space(folders: Dict[str, PathLike], config: DeviceSpaceConfig = DeviceSpaceConfig(),
@@ -263,8 +262,6 @@ def train_device_space(folders: Dict[str, PathLike], config: DeviceSpaceConfig =
         loss_fn = make_loss(LossConfig())
         st = {"epoch": 0, "cpu": 0.0, "best": math.inf, "best_epoch": 0, "best_state": None, "history": []}
         path = Path(work) / CHECKPOINT if work is not None else None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
         if path is not None and path.exists():
             saved = torch.load(path, weights_only=False)
             if saved["names"] != names or saved["config"] != _identity(config):
@@ -287,7 +284,7 @@ def train_device_space(folders: Dict[str, PathLike], config: DeviceSpaceConfig =
             train_loss = float(total) / len(batches)
             if not math.isfinite(train_loss):
                 raise ConfigError(f"device-space training diverged at epoch {st['epoch'] + 1}; lower lr in the config")
-            esrs = _validate(model, vals)
+            esrs = [esr_numpy(model.play(x, d), y[..., 0]) for d, (x, y) in enumerate(vals)]
             mean = float(np.mean(esrs))
             sched.step(mean)
             st["epoch"] += 1
@@ -300,6 +297,7 @@ def train_device_space(folders: Dict[str, PathLike], config: DeviceSpaceConfig =
             log(f"epoch {st['epoch']}: train loss {train_loss:.4f}, mean val ESR {mean:.4f} "
                 f"(best {st['best']:.4f} at {st['best_epoch']}), {st['cpu']:.0f} s CPU")
             if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp")
                 torch.save({"names": names, "config": _identity(config), "model": model.state_dict(),
                             "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(), "st": st}, tmp)
@@ -311,8 +309,6 @@ def train_device_space(folders: Dict[str, PathLike], config: DeviceSpaceConfig =
     finally:
         torch.set_num_threads(old_threads)
 
-
-# --------------------------------------------------------------------------- a new device
 
 @dataclass
 class KnobFit:
@@ -330,11 +326,14 @@ class KnobFit:
 
 
 def _score(model: EmbeddedLSTM, x: torch.Tensor, y: torch.Tensor, warmup: int) -> Dict[str, float]:
-    """Plain and level-matched ESR of the model's first device on segments x (L, 1, N), y (L, N)."""
+    """Plain ESR, and ESR after :func:`_matched`, of the first device's knobs on segments
+    x (L, 1, N), y (L, N), each played from a zero state, the warm-up unscored."""
     model.ids = torch.zeros(x.shape[2], dtype=torch.long)
     with torch.no_grad():
         pred, _ = model.forward_tm(x)
-    return esr_scores(pred[warmup:].numpy(), y[warmup:].numpy())
+    p, t = pred[warmup:].double(), y[warmup:].double()
+    skip = x[warmup:, 0].double() if model.net.config.skip else 0.0
+    return {"esr": esr_numpy(p.numpy(), t.numpy()), "esr_level_matched": esr_numpy(_matched(p, skip, t).numpy(), t.numpy())}
 
 
 def fit_knobs(weights: ModelWeights, data, config: DeviceSpaceConfig = DeviceSpaceConfig(), subset: str = "limited",
@@ -345,7 +344,8 @@ def fit_knobs(weights: ModelWeights, data, config: DeviceSpaceConfig = DeviceSpa
     training embeddings) is scored on the ``subset`` training audio (0.5 s segments from a
     zero state, the warm-up unscored); from the best, ``fit_epochs`` passes of
     :func:`tbptt_batch` move the knobs' logits by Adam while every network weight is frozen.
-    The objective is the training loss, after the best output gain when ``fit_level_match``.
+    The objective is the training loss, after the trainer's start match (:func:`_matched`)
+    when ``fit_level_match``, so the knobs are those the fine-tune will start best from.
     """
     if weights.config.num_knobs != config.embed_dim:
         raise ConfigError(f"the model has {weights.config.num_knobs} knob(s) but embed_dim is {config.embed_dim}; "
@@ -375,7 +375,7 @@ def fit_knobs(weights: ModelWeights, data, config: DeviceSpaceConfig = DeviceSpa
         opt = torch.optim.Adam([model.logits], lr=config.fit_lr)
         loss_fn = make_loss(LossConfig())
         if config.fit_level_match:
-            loss_fn = _gain_matched(loss_fn)
+            loss_fn = _level_matched(loss_fn, model)
         windows = tbptt_windows(length, config.warmup_samples, config.tbptt_samples)
         for _ in range(config.fit_epochs):
             tbptt_batch(model, opt, loss_fn, x, y, config.warmup_samples, windows)
