@@ -179,6 +179,11 @@ RECIPES: Dict[str, dict] = {
         "preset": None, "train": {}, "transfer": {"freeze_lstm_epochs": 20}, "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default",
     },
+    "default_spread_freeze": {
+        "about": "default_spread with default_freeze's fine-tune (LSTM frozen for its first 20 epochs)",
+        "preset": None, "train": {}, "transfer": {"freeze_lstm_epochs": 20}, "quick": {}, "start": "model",
+        "rank": {}, "scratch_of": "default", "limited": "spread",
+    },
     "default_ft2": {
         "about": "the defaults, fine-tuned at 2e-3 instead of 5e-3 (a lower, longer fine-tune)",
         "preset": None, "train": {}, "transfer": {"finetune_lr": 2e-3}, "quick": {}, "start": "model",
