@@ -73,6 +73,7 @@ from ampxfer_lib.capture.record import capture_splits  # noqa: E402
 from ampxfer_lib.data.dataset import SPREAD_PIECE_SECONDS, Dataset, spread_spans  # noqa: E402
 from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare  # noqa: E402
 from ampxfer_lib.fileio import atomic_write_json, atomic_write_text, sha256_file  # noqa: E402
+from ampxfer_lib.interrupts import stop_on_signals  # noqa: E402
 from ampxfer_lib.library.index import library_model_paths  # noqa: E402
 from ampxfer_lib.model.formats import load_model, save_model  # noqa: E402
 from ampxfer_lib.model.render import render  # noqa: E402
@@ -1137,16 +1138,6 @@ def report(args, command: str) -> int:
         atomic_write_text(path, rep.replace_report(old, text, "Real-gear benchmark (`bench/real_gear.py`)"))
         print(f"wrote {path} ({n} run(s))")
     return 0
-
-
-def stop_on_signals() -> None:
-    """SIGINT and SIGTERM raise KeyboardInterrupt, so the trainer stops cleanly and the pool
-    stops its workers: also where a shell started this process with SIGINT ignored."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, interrupt)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ from build_starting_models import RATE, sample_di  # noqa: E402  (the same DI, r
 from ampxfer_lib.data.audio import write_audio  # noqa: E402
 from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare  # noqa: E402
 from ampxfer_lib.errors import AmpxferError  # noqa: E402
+from ampxfer_lib.interrupts import stop_on_signals  # noqa: E402
 from ampxfer_lib.fileio import atomic_write_text  # noqa: E402
 from ampxfer_lib.library.index import SHIPPED_MODELS  # noqa: E402
 from ampxfer_lib.model.formats import save_model  # noqa: E402
@@ -104,11 +104,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     torch.set_num_threads(1)
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, interrupt)
+    stop_on_signals()
     try:
         return build(args)
     except KeyboardInterrupt:

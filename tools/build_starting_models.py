@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ import numpy as np  # noqa: E402
 from ampxfer_lib.data.audio import read_audio, resample, write_audio  # noqa: E402
 from ampxfer_lib.data.prepare import CaptureSpec, PrepareConfig, prepare  # noqa: E402
 from ampxfer_lib.errors import AmpxferError  # noqa: E402
+from ampxfer_lib.interrupts import stop_on_signals  # noqa: E402
 from ampxfer_lib.library.index import SHIPPED_MODELS, ModelLibrary  # noqa: E402
 from ampxfer_lib.sample_data.devices import render_device  # noqa: E402
 from ampxfer_lib.training.callbacks import LogLines  # noqa: E402
@@ -159,11 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     torch.set_num_threads(1)
 
-    def interrupt(signum, frame):  # also where a shell started this in the background (SIGINT ignored)
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, interrupt)
+    stop_on_signals()
     try:
         return build(args)
     except KeyboardInterrupt:
