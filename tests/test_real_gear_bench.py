@@ -95,7 +95,7 @@ def test_median_ignores_missing_and_keeps_inf():
 def ratios(**kw):
     base = dict(default_vs_agam_test=0.8, default_speedup_vs_agam=4.0, transfer_start_vs_scratch=0.5,
                 quick_vs_scratch_test=1.3, quick_cpu_s=200.0, transfer_vs_scratch_test=0.9, transfer_speedup=2.0,
-                transfer_cpu_ratio=0.7)
+                transfer_cpu_ratio=0.7, scratch_test_esr=0.001)
     base.update(kw)
     return base
 
@@ -114,6 +114,16 @@ def test_targets_met_and_missed():
     # target 3 also needs the 5-minute budget
     slow = {"a": ratios(quick_cpu_s=301.0)}
     assert [x["met"] for x in rep.evaluate_targets(slow)] == [True, True, False, True]
+    # a device whose scratch_full learnt nothing is left out of targets 3 and 4, and named
+    odd = {"a": ratios(scratch_test_esr=0.001), "b": ratios(scratch_test_esr=0.002, quick_vs_scratch_test=1.8),
+           "c": ratios(scratch_test_esr=1.01, quick_vs_scratch_test=0.04, transfer_vs_scratch_test=0.02)}
+    t = rep.evaluate_targets(odd)
+    assert "median 1.5500" in t[2]["text"] and t[2]["text"].endswith("left out: c (scratch_full learnt nothing: "
+                                                                     "test ESR >= 0.9)")
+    assert "median 0.9000" in t[3]["text"] and "left out: c" in t[3]["text"]
+    assert [x["met"] for x in t] == [True, True, False, True]
+    table = "\n".join(rep.ratio_table(odd))
+    assert "| c (scratch learnt nothing) |" in table and "| **median** | 0.800 | 4.00x | 0.500 | 1.550 |" in table
     # a device without the runs makes a target incomplete, never met
     partial = {"a": ratios(), "b": ratios(transfer_start_vs_scratch=None)}
     t = rep.evaluate_targets(partial)

@@ -33,8 +33,8 @@ SPLITS = ("train", "val", "test")
 #: "limited": the first ``limited_seconds`` of each training section (the small-data case, as
 #: the article cuts it); "spread": as many seconds, cut as pieces of about SPREAD_PIECE_SECONDS
 #: spread evenly over each training section (what a short but varied recording holds: on the
-#: real-gear benchmark it gave 30 s captures 1.4-5x lower test ESR than the head of the same
-#: recordings, bench/RESULTS_real_gear.md).
+#: real-gear benchmark 30 s captures from it had 1.4-5.6x lower test ESR than from the first
+#: 30 s on seven of eight devices, 2.3x higher on the eighth; bench/RESULTS_real_gear.md).
 SUBSETS = ("full", "limited", "spread")
 SPREAD_PIECE_SECONDS = 5.0
 
