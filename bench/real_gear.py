@@ -829,11 +829,14 @@ def benchmark(args, command: str) -> int:
         kind = kind_of(recipe, run)
         return data[device] if kind == "head" else data_kind[(device, kind)]
 
+    def suffix_of(recipe: str, run: str) -> str:
+        """``@LIBRARY`` and ``@KIND`` where a run's start comes from another library or data."""
+        kind = kind_of(recipe, run)
+        return ("" if label is None else f"@{label}") + ("" if kind == "head" else f"@{kind}")
+
     def tag_of(recipe: str, run: str) -> str:
         """The ranking a recipe's transfer run starts from: per rank setting, library and data."""
-        kind = kind_of(recipe, run)
-        return (rank_tag(RECIPES[recipe].get("rank", {})) + ("" if label is None else f"@{label}")
-                + ("" if kind == "head" else f"@{kind}"))
+        return rank_tag(RECIPES[recipe].get("rank", {})) + suffix_of(recipe, run)
 
     # 2. rankings (leave-one-out), one per device and distinct rank setting
     if transfer_runs:
@@ -890,7 +893,7 @@ def benchmark(args, command: str) -> int:
                         tag = tag_of(name, run)
                         ranking = rank_tasks[(d.name, tag)].folder / "ranking.json"
                         init = (out / "recipes" / name / d.name /
-                                f"start_{recipe.get('start', 'model')}{tag[len(rank_tag(recipe.get('rank', {}))):]}.json")
+                                f"start_{recipe.get('start', 'model')}{suffix_of(name, run)}.json")
                         if not dry:
                             r = _read_json(ranking)
                             if r is None:

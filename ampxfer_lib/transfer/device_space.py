@@ -17,10 +17,10 @@ Training and fitting use the project's own TBPTT step and loss
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -32,7 +32,7 @@ from torch import nn
 
 from ampxfer_lib.data.dataset import Dataset, load_dataset, segment, stack_sequences
 from ampxfer_lib.errors import ConfigError
-from ampxfer_lib.fileio import PathLike
+from ampxfer_lib.fileio import PathLike, atomic_write_bytes
 from ampxfer_lib.model.network import AmpLSTM, new_model
 from ampxfer_lib.model.weights import ModelConfig, ModelWeights, fold_knobs
 from ampxfer_lib.training.losses import LossConfig, esr_numpy, make_loss
@@ -298,10 +298,10 @@ def train_device_space(folders: Dict[str, PathLike], config: DeviceSpaceConfig =
                 f"(best {st['best']:.4f} at {st['best_epoch']}), {st['cpu']:.0f} s CPU")
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
+                buf = io.BytesIO()
                 torch.save({"names": names, "config": _identity(config), "model": model.state_dict(),
-                            "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(), "st": st}, tmp)
-                os.replace(tmp, path)
+                            "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(), "st": st}, buf)
+                atomic_write_bytes(path, buf.getvalue())
         model.load_state_dict(st["best_state"])
         best = st["history"][st["best_epoch"] - 1]
         return DeviceSpaceResult(model.net.weights({"name": "device_space"}), names, model.knobs().detach().numpy().copy(),
