@@ -190,6 +190,12 @@ RECIPES: Dict[str, dict] = {
         "preset": None, "train": {}, "transfer": {"finetune_lr": 2e-3}, "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default",
     },
+    "default_ft10": {
+        "about": "the defaults, fine-tuned at scratch's 1e-2 instead of 5e-3 (can a full-data fine-tune leave "
+                 "the start's basin?)",
+        "preset": None, "train": {}, "transfer": {"finetune_lr": 1e-2}, "quick": {}, "start": "model",
+        "rank": {}, "scratch_of": "default",
+    },
     "article": {
         "about": "the article's recipe (agam preset) for every run, the picked start as it is",
         "preset": "agam", "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
