@@ -175,6 +175,12 @@ RECIPES: Dict[str, dict] = {
         "preset": None, "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
         "scratch_of": "default", "limited": "selfval",
     },
+    "default_spread_selfval": {
+        "about": "the defaults on a varied 30 s recording that must validate itself: default_spread's six pieces "
+                 "back to back, split like default_selfval (first 21 s train, next 6 s validate)",
+        "preset": None, "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
+        "scratch_of": "default", "limited": "spread_selfval",
+    },
     "default_freeze": {
         "about": "the defaults, the start's LSTM frozen for the first 20 epochs of a fine-tune (head first)",
         "preset": None, "train": {}, "transfer": {"freeze_lstm_epochs": 20}, "quick": {}, "start": "model",
@@ -206,9 +212,10 @@ DEVICE_INDEX = {d.name: i for i, d in enumerate(DEVICES)}
 RECIPE_KEYS = {"about", "preset", "train", "transfer", "quick", "start", "rank", "scratch_of", "limited"}
 #: ``limited`` of a recipe: "head" (the first 30 s of the training audio, the issue's definition)
 #: "spread" (the library's ``spread`` subset: 5 s pieces spread evenly over it, cut into a data
-#: folder of its own so that the ranking sees only those 30 s too) or
-#: "selfval" (a 30 s recording validated on its own tail, as ``ampxfer capture`` would).
-LIMITED_KINDS = ("head", "spread", "selfval")
+#: folder of its own so that the ranking sees only those 30 s too),
+#: "selfval" (a 30 s recording validated on its own tail, as ``ampxfer capture`` would) or
+#: "spread_selfval" (both: the spread pieces as one recording that validates itself).
+LIMITED_KINDS = ("head", "spread", "selfval", "spread_selfval")
 #: The report's four runs, the default of ``--runs``; scratch_limited only when named.
 TRAIN_RUNS = rep.RUNS + ("scratch_limited",)
 #: Longest first, so two workers finish together.
@@ -413,6 +420,8 @@ def device_data_limited(real: Path, out: Path, device: Device, kind: str, log=pr
     * "selfval": the 30 s recording of a guitarist who has nothing else, split the way
       ``ampxfer capture`` splits it (``capture_splits``): training audio its head, validation
       the part after it; the 30 s's own test part is not used.
+    * "spread_selfval": both at once, the real guitarist's case: the spread pieces played back
+      to back as one 30 s recording, split like "selfval" (its last pieces validate).
 
     The test audio is always the very samples of the full data's (and for "spread" the
     validation audio as well), so every kind is scored on the same 20 s.
@@ -429,10 +438,18 @@ def device_data_limited(real: Path, out: Path, device: Device, kind: str, log=pr
         pieces = [(train, a, b) for a, b in spans]
         pieces += [(val, 0, val.samples), (test, 0, test.samples)]
         val_seconds, same = VAL_SECONDS, ("val", "test")
-    elif kind == "selfval":
+    elif kind in ("selfval", "spread_selfval"):
         val_seconds, user_test = capture_splits(LIMITED_SECONDS)
         n_fit = int(round((LIMITED_SECONDS - user_test) * rate))  # training + validation of the 30 s
-        pieces, same = [(train, 0, n_fit), (test, 0, test.samples)], ("test",)
+        if kind == "selfval":
+            spans = [(0, n_fit)]
+        else:  # the varied 30 s recorded in one go: the spread pieces back to back, cut like one recording
+            spans, left = [], n_fit
+            for a, b in spread_spans(train.samples, int(round(LIMITED_SECONDS * rate)), int(round(0.5 * rate)),
+                                     int(round(SPREAD_PIECE_SECONDS * rate))):
+                spans.append((a, a + min(b - a, left)))
+                left -= spans[-1][1] - a
+        pieces, same = [(train, a, b) for a, b in spans if b > a] + [(test, 0, test.samples)], ("test",)
     else:
         raise ValueError(f"unknown limited kind {kind!r}")
     stem = out / "audio" / f"{device.name}@{kind}"

@@ -414,5 +414,12 @@ def test_limited_data_kinds_keep_the_test_audio_and_cut_their_training_audio(tmp
     assert np.array_equal(own.split("train")[0].input[:, 0], x[:int(2.1 * rate)])
     assert np.array_equal(own.split("val")[0].target, np.tanh(3 * x[int(2.1 * rate):int(2.7 * rate)]).astype(np.float32))
     assert np.array_equal(own.split("test")[0].input[:, 0], x[6 * rate:])
+    # spread_selfval: the six spread pieces back to back (3 s), cut at 2.7 s like one recording:
+    # training the first 2.1 s (pieces 1-4 and 0.1 s of the fifth), validation the next 0.6 s
+    both = Dataset(rg.device_data_limited(tmp_path, tmp_path / "out_dir", device, "spread_selfval"))
+    played = np.concatenate([x[a:b] for a, b in spans])
+    assert np.array_equal(both.split("train")[0].input[:, 0], played[:int(2.1 * rate)])
+    assert np.array_equal(both.split("val")[0].input[:, 0], played[int(2.1 * rate):int(2.7 * rate)])
+    assert np.array_equal(both.split("test")[0].input[:, 0], x[6 * rate:])
     with pytest.raises(ValueError):
         rg.device_data_limited(tmp_path, tmp_path / "out_dir", device, "tail")
