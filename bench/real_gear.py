@@ -145,7 +145,9 @@ DEVICES: Tuple[Device, ...] = (
 #: definition a new name (a run folder refuses a different definition under the old one).
 RECIPES: Dict[str, dict] = {
     "default": {
-        "about": "the library's defaults as shipped: default preset, the picked start as it is",
+        "about": "the library's defaults as shipped: default preset, the picked start as it is (since the fourth "
+                 "session a fine-tune on more than a minute of audio starts at 1e-2, so transfer_full is "
+                 "default_ft10's computation; before, default_ft5's)",
         "preset": None, "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
     },
     "default_refit": {
@@ -194,6 +196,12 @@ RECIPES: Dict[str, dict] = {
     "default_ft2": {
         "about": "the defaults, fine-tuned at 2e-3 instead of 5e-3 (a lower, longer fine-tune)",
         "preset": None, "train": {}, "transfer": {"finetune_lr": 2e-3}, "quick": {}, "start": "model",
+        "rank": {}, "scratch_of": "default",
+    },
+    "default_ft5": {
+        "about": "the third session's default: every fine-tune at 5e-3, also on 125 s (the default now starts a "
+                 "fine-tune on more than a minute of audio at 1e-2)",
+        "preset": None, "train": {}, "transfer": {"finetune_lr": 5e-3}, "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default",
     },
     "default_ft10": {

@@ -431,6 +431,8 @@ def test_adaptive_preset_is_the_default_and_round_trips():
     # an explicit lr is every run's rate; finetune_lr only when given too
     assert make_config("d", init_from="m.json", lr=2e-3).start_lr() == 2e-3
     assert make_config("d", init_from="m.json", lr=2e-3, finetune_lr=1e-3).start_lr() == 1e-3
+    # no readable data folder: the preset's rate stands (training then fails on the data itself)
+    assert make_config("d", init_from="m.json").finetune_lr == 5e-3
     for bad, match in ((dict(match_level="loud"), "match-level"), (dict(ema_decay=1.0), "ema-decay"),
                        (dict(l2_sp=0.1), "needs --init-from"), (dict(finetune_lr=0.0), "finetune-lr"),
                        (dict(plateau_factor=1.0), "plateau_factor")):
@@ -548,3 +550,25 @@ def test_end_line_warns_when_the_model_learnt_nothing(tmp_path):
         else:
             assert len(lines) == 2 and lines[1].startswith("warning: the model plays almost nothing of the target "
                                                            f"(best validation ESR {esr:.2f})") and want in lines[1]
+
+
+def test_a_fine_tune_on_more_than_a_minute_of_audio_starts_at_the_full_rate(small_data, monkeypatch):
+    from ampxfer_lib.data.dataset import Dataset
+    from ampxfer_lib.training import config as config_module
+
+    seconds = Dataset(small_data).seconds("train")
+    limited = Dataset(small_data).seconds("train", "limited")
+    assert limited < seconds
+    monkeypatch.setattr(config_module, "FULL_RATE_FINETUNE_SECONDS", (limited + seconds) / 2)
+    full = make_config(small_data, init_from="m.json")
+    assert (full.finetune_lr, full.start_lr()) == (1e-2, 1e-2)
+    short = make_config(small_data, init_from="m.json", subset="limited")
+    assert (short.finetune_lr, short.start_lr()) == (5e-3, 5e-3)
+    # exactly at the limit still counts as short; an explicit rate always stands; scratch is untouched
+    monkeypatch.setattr(config_module, "FULL_RATE_FINETUNE_SECONDS", seconds)
+    assert make_config(small_data, init_from="m.json").finetune_lr == 5e-3
+    monkeypatch.setattr(config_module, "FULL_RATE_FINETUNE_SECONDS", limited)
+    assert make_config(small_data, init_from="m.json", finetune_lr=2e-3).finetune_lr == 2e-3
+    assert make_config(small_data).to_dict() == make_config("d").to_dict() | {"data": str(small_data)}
+    # agam and fast have no fine-tune rate of their own: nothing to switch
+    assert make_config(small_data, "agam", init_from="m.json").finetune_lr is None

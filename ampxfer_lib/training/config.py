@@ -35,7 +35,8 @@ keeps ``fast``'s updates per second and replaces its blind decay, which reached 
 at epoch 30 and then waited there for noise to stop the run: the rate falls only when the
 validations stop improving and its floor ends the run (:mod:`.schedule`); the weights are
 averaged and the average is what is validated and kept (:mod:`.regularize`); a start from
-another model is matched to the data's level first and fine-tuned at half the rate.
+another model is matched to the data's level first, and fine-tuned at half the rate when it has
+at most a minute of training audio (:data:`FULL_RATE_FINETUNE_SECONDS`).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional
 
-from ampxfer_lib.data.dataset import SUBSETS
-from ampxfer_lib.errors import ConfigError
+from ampxfer_lib.data.dataset import SUBSETS, Dataset
+from ampxfer_lib.errors import AmpxferError, ConfigError
 from ampxfer_lib.fileio import PathLike
 from ampxfer_lib.training.losses import LossConfig
 from ampxfer_lib.validate import MAX_HIDDEN, MAX_THREADS, check_fields
@@ -230,8 +231,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # The default since issue 11 (bench/RESULTS_real_gear.md): the same updates per second
     # as ``fast``, a rate that only falls when the validations stop improving and whose
     # floor is where the run ends, the weights averaged over the last few hundred updates
-    # (validated and kept), and a start from another model matched to the data's level and
-    # fine-tuned at half the rate.
+    # (validated and kept), and a start from another model matched to the data's level and,
+    # on a minute of audio or less, fine-tuned at half the rate (FULL_RATE_FINETUNE_SECONDS).
     "adaptive": {
         "tbptt_samples": 500,
         "lr": 1e-2,
@@ -248,6 +249,12 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     },
 }
 DEFAULT_PRESET = "adaptive"
+#: A start from another model is fine-tuned at the preset's ``finetune_lr`` only when the run
+#: trains on at most this many seconds of audio; on more it starts at ``lr``, like scratch. On
+#: real gear (bench/RESULTS_real_gear.md) the lower rate won on 30 s (2e-3 beat 5e-3) and lost on
+#: 125 s, where 5e-3 kept the fine-tune in its start's basin and ended above scratch; 1e-2 ended
+#: lower on every device measured. 60 s lies between the two lengths measured.
+FULL_RATE_FINETUNE_SECONDS = 60.0
 
 
 def epoch_lr(config: TrainConfig, epoch: int) -> float:
@@ -269,4 +276,19 @@ def make_config(data: PathLike = "", preset: Optional[str] = None, **overrides) 
     values.update(given)
     values["preset"] = preset
     values["data"] = os.fspath(data)
+    if values.get("init_from") and "finetune_lr" in values and "finetune_lr" not in given:
+        seconds = training_seconds(data, values.get("subset", "full"))
+        if seconds is not None and seconds > FULL_RATE_FINETUNE_SECONDS:
+            values["finetune_lr"] = values.get("lr", TrainConfig.lr)
     return TrainConfig.from_dict(values)
+
+
+def training_seconds(data: PathLike, subset: str) -> Optional[float]:
+    """Seconds of training audio in ``subset`` of the data folder, or None where it cannot be read
+    (training then fails on it with the data's own error)."""
+    if not os.fspath(data) or not os.path.isdir(data) or subset not in SUBSETS:
+        return None
+    try:
+        return Dataset(data).seconds("train", subset)
+    except (AmpxferError, OSError, ValueError):
+        return None
