@@ -210,6 +210,17 @@ RECIPES: Dict[str, dict] = {
         "preset": None, "train": {}, "transfer": {"finetune_lr": 1e-2}, "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default",
     },
+    "default_shrink5": {
+        "about": "the defaults, the start shrunk and perturbed before its level is matched (Ash & Adams 2020): "
+                 "half the start plus half a fresh init (can a full-data fine-tune leave the start's basin?)",
+        "preset": None, "train": {}, "transfer": {"shrink_start": 0.5}, "quick": {}, "start": "model",
+        "rank": {}, "scratch_of": "default",
+    },
+    "default_shrink8": {
+        "about": "default_shrink5 with 0.8 of the start kept",
+        "preset": None, "train": {}, "transfer": {"shrink_start": 0.8}, "quick": {}, "start": "model",
+        "rank": {}, "scratch_of": "default",
+    },
     "article": {
         "about": "the article's recipe (agam preset) for every run, the picked start as it is",
         "preset": "agam", "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},

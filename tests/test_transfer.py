@@ -10,7 +10,7 @@ from ampxfer_lib.model.weights import ModelConfig, expand_inputs, fold_knobs
 from ampxfer_lib.model.render import render_sequential
 from ampxfer_lib.training.config import make_config
 from ampxfer_lib.training.loop import train
-from ampxfer_lib.transfer.init_from import InitSource, adapt_to, resolve_init
+from ampxfer_lib.transfer.init_from import InitSource, adapt_to, resolve_init, shrink_towards
 
 from conftest import plucked_notes
 
@@ -94,3 +94,39 @@ def test_a_run_from_a_model_resumes_with_the_fingerprint_its_folder_stored(small
     save_model(new_model(ModelConfig(hidden_size=4), seed=1).weights(), tmp_path / "start.json")
     with pytest.raises(RunFolderError, match="the --init-from model changed"):
         train(make_config(small_data, init_from=str(tmp_path / "start.json"), hidden_size=4, max_epochs=3), run)
+
+
+def test_shrink_towards_is_the_weighted_sum_of_start_and_fresh_init():
+    start = new_model(ModelConfig(hidden_size=6), seed=3).weights({"name": "start"})
+    fresh = new_model(ModelConfig(hidden_size=6), seed=4).weights()
+    mixed = shrink_towards(start, fresh, 0.25)
+    for name, value in mixed.params.items():
+        assert value.dtype == np.float32
+        assert np.array_equal(value, np.float32(0.25) * start.params[name] + np.float32(0.75) * fresh.params[name])
+    assert mixed.metadata == {"name": "start"}
+    assert shrink_towards(start, fresh, 1.0).equal(start)
+    with pytest.raises(ValueError, match="shapes differ"):
+        shrink_towards(start, new_model(ModelConfig(hidden_size=5), seed=4).weights(), 0.5)
+
+
+def test_a_shrunk_start_is_what_the_run_begins_from(small_data, tmp_path):
+    from ampxfer_lib.data.dataset import Dataset
+    from ampxfer_lib.model.formats import save_model
+    from ampxfer_lib.training.loop import build_model
+
+    start = new_model(ModelConfig(hidden_size=4), seed=0).weights()
+    save_model(start, tmp_path / "start.json")
+    config = make_config(small_data, init_from=str(tmp_path / "start.json"), hidden_size=4, shrink_start=0.5,
+                         match_level="none", seed=7)
+    model, _ = build_model(config, start.config, InitSource(str(tmp_path / "start.json"), start), Dataset(small_data))
+    fresh = new_model(start.config, seed=7).weights()
+    for name, value in model.weights().params.items():
+        assert np.array_equal(value, np.float32(0.5) * start.params[name] + np.float32(0.5) * fresh.params[name])
+    assert config.identity()["shrink_start"] == 0.5
+
+
+def test_shrink_start_is_checked(small_data):
+    with pytest.raises(ConfigError, match=r"shrink_start must be a number in \(0, 1\], not 0.0"):
+        make_config(small_data, init_from="x.json", shrink_start=0.0)
+    with pytest.raises(ConfigError, match="shrink_start shrinks a starting model: it needs --init-from"):
+        make_config(small_data, shrink_start=0.5)

@@ -88,6 +88,7 @@ class TrainConfig:
     finetune_lr: Optional[float] = None  # the learning rate when starting from init_from (None: lr)
     match_level: str = "none"  # none | gain | refit: the starting model's dense layer fitted to the data
     l2_sp: float = 0.0  # L2-SP: pull towards the starting weights (alpha)
+    shrink_start: float = 1.0  # the start's share of the first weights, the rest a fresh init (1: all start)
     freeze_lstm_epochs: int = 0
     keep_optimizer: bool = False
     grad_clip: Optional[float] = None
@@ -114,6 +115,10 @@ class TrainConfig:
             raise ConfigError(f"--l2-sp must be a finite number >= 0, got {self.l2_sp}")
         if self.l2_sp > 0 and not self.init_from:
             raise ConfigError("--l2-sp pulls towards a starting model: it needs --init-from")
+        if not (0.0 < self.shrink_start <= 1.0):
+            raise ConfigError(f"shrink_start must lie in (0, 1], not {self.shrink_start}")
+        if self.shrink_start < 1.0 and not self.init_from:
+            raise ConfigError("shrink_start shrinks a starting model: it needs --init-from")
         if self.finetune_lr is not None and not (0.0 < self.finetune_lr < float("inf")):
             raise ConfigError(f"--finetune-lr must be positive, got {self.finetune_lr}")
         if not (0.0 < self.plateau_factor < 1.0) or self.plateau_patience < 1 or not (0.0 <= self.plateau_threshold < 1.0):
@@ -195,6 +200,7 @@ TRAIN_FIELD_RULES: Dict[str, Dict[str, Any]] = {
     "scheduler": dict(kind="text"),
     "plateau_factor": dict(), "plateau_patience": dict(integer=True), "plateau_threshold": dict(),
     "lr_decay": dict(), "min_lr": dict(), "ema_decay": dict(), "l2_sp": dict(),
+    "shrink_start": dict(lo=0, hi=1, lo_open=True),
     "val_every": dict(integer=True), "patience": dict(integer=True), "max_epochs": dict(integer=True),
     "initial_validation": dict(kind="bool"),
     "init_from": dict(kind="text", optional=True),

@@ -47,7 +47,7 @@ from ampxfer_lib.training.losses import esr_numpy, make_loss
 from ampxfer_lib.folders import holds_folder
 from ampxfer_lib.training.run_folder import RunFolder, RunState, make_summary, start_fingerprints, starting_model
 from ampxfer_lib.training.tbptt import tbptt_batch, tbptt_windows
-from ampxfer_lib.transfer.init_from import InitSource, adapt_to
+from ampxfer_lib.transfer.init_from import InitSource, adapt_to, shrink_towards
 from ampxfer_lib.transfer.level_match import match_level, spread_stretches
 
 
@@ -330,13 +330,16 @@ def build_model(config: TrainConfig, model_config: ModelConfig, init: Optional[I
                 data: Dataset) -> Tuple[AmpLSTM, Optional[dict]]:
     """The run's first model and, for a start matched to the data's level, what the match did.
 
-    From a model, its dense layer is fitted to the training audio first (``match_level``): a
-    capture's level and polarity are arbitrary, and an unmatched start began above a random
-    one on real gear (:mod:`ampxfer_lib.transfer.level_match`). The fit sees the run's own
+    From a model (shrunk towards a fresh init first when ``shrink_start`` < 1), its dense layer
+    is fitted to the training audio (``match_level``): a capture's level and polarity are
+    arbitrary, and an unmatched start began above a random one on real gear
+    (:mod:`ampxfer_lib.transfer.level_match`). The fit sees the run's own
     subset only, so a limited-data run never looks at the rest."""
     if init is None:
         return new_model(model_config, seed=config.seed), None
     weights = adapt_to(init, model_config)
+    if config.shrink_start < 1.0:
+        weights = shrink_towards(weights, new_model(model_config, seed=config.seed).weights(), config.shrink_start)
     if config.match_level == "none":
         return AmpLSTM.from_weights(weights), None
     stretches = spread_stretches(data.split("train", config.subset), data.sample_rate)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from ampxfer_lib.training.checkpoint import CHECKPOINT, MODEL_BEST, is_run_folder, load_checkpoint
 from ampxfer_lib.errors import ConfigError
 from ampxfer_lib.model.formats import load_model
@@ -69,3 +71,21 @@ def adapt_to(source: InitSource, target: ModelConfig) -> ModelWeights:
         return expand_inputs(source.weights, target.input_size)
     raise ConfigError(f"{name}: takes {src.input_size - 1} knob(s) but the data have {target.input_size - 1}; "
                       "start from a snapshot model or one with the same knobs")
+
+
+def shrink_towards(start: ModelWeights, fresh: ModelWeights, keep: float) -> ModelWeights:
+    """Shrink and perturb a start (Ash & Adams, "On Warm-Starting Neural Network Training",
+    NeurIPS 2020): every parameter becomes ``keep * start + (1 - keep) * fresh``, with ``fresh`` a
+    newly initialised model of the same shape. ``keep`` 1 returns ``start``'s values unchanged.
+
+    A warm start that keeps every weight can leave a fine-tune in its start's basin; shrinking
+    moves the gates back towards their unsaturated range and the fresh part breaks the start's
+    symmetries, while most of what the start knows stays (the level is matched afterwards).
+    """
+    if start.config != fresh.config:
+        raise ValueError(f"shapes differ: {start.config} and {fresh.config}")
+    if keep == 1.0:
+        return start
+    k = np.float32(keep)
+    params = {name: k * start.params[name] + (np.float32(1.0) - k) * fresh.params[name] for name in start.params}
+    return ModelWeights(start.config, params, dict(start.metadata))
