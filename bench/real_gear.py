@@ -221,6 +221,12 @@ RECIPES: Dict[str, dict] = {
         "preset": None, "train": {}, "transfer": {"shrink_start": 0.8}, "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default",
     },
+    "default_wd0": {
+        "about": "the defaults, fine-tuned without weight decay (the preset's 1e-4, coupled into Adam as in AGAM, "
+                 "pulls a start's weights towards zero, not towards the start)",
+        "preset": None, "train": {}, "transfer": {"weight_decay": 0.0}, "quick": {}, "start": "model",
+        "rank": {}, "scratch_of": "default",
+    },
     "article": {
         "about": "the article's recipe (agam preset) for every run, the picked start as it is",
         "preset": "agam", "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
