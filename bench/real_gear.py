@@ -227,6 +227,11 @@ RECIPES: Dict[str, dict] = {
         "preset": None, "train": {}, "transfer": {"weight_decay": 0.0}, "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default",
     },
+    "default_nowd": {
+        "about": "the defaults without weight decay in any run (scratch too): the preset's 1e-4, coupled into "
+                 "Adam as in AGAM, pulls every weight towards zero",
+        "preset": None, "train": {"weight_decay": 0.0}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
+    },
     "article": {
         "about": "the article's recipe (agam preset) for every run, the picked start as it is",
         "preset": "agam", "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
