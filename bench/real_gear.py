@@ -232,6 +232,16 @@ RECIPES: Dict[str, dict] = {
                  "Adam as in AGAM, pulls every weight towards zero",
         "preset": None, "train": {"weight_decay": 0.0}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
     },
+    "default_grow": {
+        "about": "the defaults with the update window growing as the rate falls (tbptt_grow: 500 samples x "
+                 "start rate / rate, up to the segment), every run",
+        "preset": None, "train": {"tbptt_grow": True}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
+    },
+    "default_nowd_grow": {
+        "about": "default_grow without weight decay (default_nowd): both fixes of the fifth session together",
+        "preset": None, "train": {"tbptt_grow": True, "weight_decay": 0.0}, "transfer": {}, "quick": {},
+        "start": "model", "rank": {},
+    },
     "article": {
         "about": "the article's recipe (agam preset) for every run, the picked start as it is",
         "preset": "agam", "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},

@@ -572,3 +572,20 @@ def test_a_fine_tune_on_more_than_a_minute_of_audio_starts_at_the_full_rate(smal
     assert make_config(small_data).to_dict() == make_config("d").to_dict() | {"data": str(small_data)}
     # agam and fast have no fine-tune rate of their own: nothing to switch
     assert make_config(small_data, "agam", init_from="m.json").finetune_lr is None
+
+
+def test_the_update_window_grows_as_the_rate_falls(small_data):
+    from ampxfer_lib.training.loop import TrainingData, epoch_windows
+    from ampxfer_lib.training.tbptt import grown_window, tbptt_windows
+
+    assert grown_window(500, 1e-2, 1e-2) == 500
+    assert grown_window(500, 1e-2, 2.5e-3) == 2000
+    assert grown_window(500, 5e-3, 1e-2) == 500  # never shorter than the configured window
+    fixed = make_config(small_data, tbptt_samples=500, device="cpu")
+    grown = make_config(small_data, tbptt_samples=500, tbptt_grow=True, device="cpu")
+    data = TrainingData.load(grown, torch.device("cpu"))
+    seg = data.segment_len
+    assert epoch_windows(fixed, data, 1e-3) == tbptt_windows(seg, fixed.warmup_samples, 500)
+    assert epoch_windows(grown, data, grown.lr) == tbptt_windows(seg, grown.warmup_samples, 500)
+    assert epoch_windows(grown, data, grown.lr / 4) == tbptt_windows(seg, grown.warmup_samples, 2000)
+    assert epoch_windows(grown, data, 1e-7) == [(grown.warmup_samples, seg)]  # the whole segment at most

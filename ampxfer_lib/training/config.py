@@ -67,6 +67,7 @@ class TrainConfig:
     batch_size: int = 50
     warmup_samples: int = 200
     tbptt_samples: int = 1000
+    tbptt_grow: bool = False  # the window grows as the rate falls (tbptt.grown_window), up to the segment
     lr: float = 5e-3
     weight_decay: float = 1e-4
     esr_weight: float = 0.75
@@ -193,6 +194,7 @@ TRAIN_FIELD_RULES: Dict[str, Dict[str, Any]] = {
     "batch_size": dict(integer=True, lo=1, hi=100000),
     "warmup_samples": dict(integer=True, lo=0, hi=10 ** 7),
     "tbptt_samples": dict(integer=True, lo=1, hi=10 ** 7),
+    "tbptt_grow": dict(kind="bool"),
     "lr": dict(lo=0, lo_open=True),  # no ceiling: a rate too high diverges, and says so
     "weight_decay": dict(lo=0, hi=1),
     "esr_weight": dict(lo=0), "dc_weight": dict(lo=0),

@@ -46,7 +46,7 @@ from ampxfer_lib.training.evaluate import evaluate, predict
 from ampxfer_lib.training.losses import esr_numpy, make_loss
 from ampxfer_lib.folders import holds_folder
 from ampxfer_lib.training.run_folder import RunFolder, RunState, make_summary, start_fingerprints, starting_model
-from ampxfer_lib.training.tbptt import tbptt_batch, tbptt_windows
+from ampxfer_lib.training.tbptt import grown_window, tbptt_batch, tbptt_windows
 from ampxfer_lib.transfer.init_from import InitSource, adapt_to, shrink_towards
 from ampxfer_lib.transfer.level_match import match_level, spread_stretches
 
@@ -127,6 +127,7 @@ def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] 
                     for group in optimizer.param_groups:
                         group["lr"] = scheduled_lr(config, epoch, state.history)[0]
 
+                windows = epoch_windows(config, data, optimizer.param_groups[0]["lr"])
                 # An epoch of batches, resumed at state.batch after a checkpoint inside it.
                 order = shuffle(config, epoch, data.n_segments, device)
                 n_batches = math.ceil(data.n_segments / config.batch_size)
@@ -135,7 +136,7 @@ def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] 
                 for b in range(state.batch, n_batches):
                     x, y = data.batch(order[b * config.batch_size:(b + 1) * config.batch_size])
                     state.loss_sum = state.loss_sum + tbptt_batch(model, optimizer, loss_fn, x, y,
-                                                                  config.warmup_samples, data.windows,
+                                                                  config.warmup_samples, windows,
                                                                   config.grad_clip, penalty, after_step)
                     state.batch = b + 1
                     report.batch(b + 1, n_batches)
@@ -377,6 +378,16 @@ def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
 
 
 # --------------------------------------------------------------------------- the epoch's parts
+
+def epoch_windows(config: TrainConfig, data: "TrainingData", lr: float) -> List[Tuple[int, int]]:
+    """The update windows of an epoch at rate ``lr``: ``tbptt_samples`` long, or with
+    ``tbptt_grow`` :func:`grown_window` long (a function of the rate, so of the recorded
+    validations: a resumed epoch uses the same windows)."""
+    if not config.tbptt_grow:
+        return data.windows
+    window = grown_window(config.tbptt_samples, config.start_lr(), lr)
+    return tbptt_windows(data.segment_len, config.warmup_samples, min(window, data.segment_len))
+
 
 def scheduled_lr(config: TrainConfig, epoch: int, history: Sequence[dict]) -> Tuple[float, bool]:
     """The learning rate of ``epoch`` (1-based) under the ``exponential`` or ``adaptive`` scheduler,
