@@ -19,7 +19,7 @@ the state carried into the next window; the claim tested is that this bias, hidd
 noise of large steps, takes over once the rate is small, and that longer windows remove it
 (``TrainConfig.tbptt_grow``). Results: ``bench/RESULTS_real_gear.md``. Use a data folder
 prepared by ``bench/real_gear.py`` (``OUT/data/DEVICE``) or by ``ampxfer prepare``. One thread;
-CPU seconds of this process per continuation.
+CPU seconds of this process and wall seconds per continuation.
 """
 
 from __future__ import annotations
@@ -72,18 +72,18 @@ def main(argv=None) -> int:
     rows = []
     for label, lr, window in CONTINUATIONS:
         folder = out / f"lr{lr:g}_w{window or 'whole'}"
-        t = time.process_time()
+        t, wall = time.process_time(), time.perf_counter()
         train(make_config(data, init_from=str(base), keep_optimizer=True, lr=lr, max_epochs=args.epochs,
                           tbptt_samples=window or segment, **FIXED), folder, log=False)
         losses = train_losses(folder)
-        cpu = time.process_time() - t
+        cpu, wall = time.process_time() - t, time.perf_counter() - wall
         print(f"{label:12s} " + " ".join(f"{v:.4f}" for v in losses), flush=True)
-        rows.append((label, losses[0], min(losses), losses[-1], losses[-1] / min(losses), cpu))
+        rows.append((label, losses[0], min(losses), losses[-1], losses[-1] / min(losses), cpu, wall))
     print(f"\n{data.name}: training loss of {args.epochs} epochs continued from the same state\n")
-    print("| rate, window | first | lowest | last | last / lowest | CPU s |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for label, first, low, last, ratio, cpu in rows:
-        print(f"| {label} | {first:.4f} | {low:.4f} | {last:.4f} | {ratio:.3f} | {cpu:.0f} |")
+    print("| rate, window | first | lowest | last | last / lowest | CPU s | wall s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, first, low, last, ratio, cpu, wall in rows:
+        print(f"| {label} | {first:.4f} | {low:.4f} | {last:.4f} | {ratio:.3f} | {cpu:.0f} | {wall:.0f} |")
     return 0
 
 

@@ -385,8 +385,9 @@ def epoch_windows(config: TrainConfig, data: "TrainingData", lr: float) -> List[
     validations: a resumed epoch uses the same windows)."""
     if not config.tbptt_grow:
         return data.windows
+    # A window longer than the segment is one window to its end (tbptt_windows clamps it).
     window = grown_window(config.tbptt_samples, config.start_lr(), lr)
-    return tbptt_windows(data.segment_len, config.warmup_samples, min(window, data.segment_len))
+    return tbptt_windows(data.segment_len, config.warmup_samples, window)
 
 
 def scheduled_lr(config: TrainConfig, epoch: int, history: Sequence[dict]) -> Tuple[float, bool]:
