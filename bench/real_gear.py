@@ -227,6 +227,11 @@ RECIPES: Dict[str, dict] = {
         "preset": None, "train": {}, "transfer": {"weight_decay": 0.0}, "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default",
     },
+    "default_spread_wd0": {
+        "about": "default_spread fine-tuned without weight decay (default_wd0 on the varied 30 s)",
+        "preset": None, "train": {}, "transfer": {"weight_decay": 0.0}, "quick": {}, "start": "model",
+        "rank": {}, "scratch_of": "default", "limited": "spread",
+    },
     "default_nowd": {
         "about": "the defaults without weight decay in any run (scratch too): the preset's 1e-4, coupled into "
                  "Adam as in AGAM, pulls every weight towards zero",
@@ -248,6 +253,8 @@ RECIPES: Dict[str, dict] = {
         "scratch_of": "reference",
     },
 }
+#: Recipes a device figure draws unless --figure-recipe names them: the default and one lever.
+FIGURE_RECIPES = 2
 DEVICE_INDEX = {d.name: i for i, d in enumerate(DEVICES)}
 RECIPE_KEYS = {"about", "preset", "train", "transfer", "quick", "start", "rank", "scratch_of", "limited"}
 #: ``limited`` of a recipe: "head" (the first 30 s of the training audio, the issue's definition)
@@ -1160,7 +1167,11 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def make_figures(found: dict, devices: Sequence[Device], folder: Path) -> Dict[str, Path]:
+def make_figures(found: dict, devices: Sequence[Device], folder: Path,
+                 recipes: Optional[Sequence[str]] = None) -> Dict[str, Path]:
+    """One PNG per device: agam's curve and the runs of ``recipes`` (default: the first
+    FIGURE_RECIPES of those found; seventeen recipes' curves on one plot read as noise)."""
+    recipes = list(found["recipes"])[:FIGURE_RECIPES] if recipes is None else list(recipes)
     paths = {}
     for d in devices:
         curves = []
@@ -1172,10 +1183,11 @@ def make_figures(found: dict, devices: Sequence[Device], folder: Path) -> Dict[s
         ref = found["reference"].get((d.name, seed))
         if ref is not None:
             curves.append(("reference", "agam_full", ref["curve"]))
-        for name, runs in found["recipes"].items():
+        for name in recipes:
+            runs = found["recipes"].get(name, {})
             for run in ("scratch_full", "quick", "transfer_full"):
                 r = runs.get((d.name, run, seed))
-                if r is not None:
+                if r is not None and r.get("recipe") == name:  # a scratch run shared with another recipe: drawn there
                     curves.append((name, run, r["curve"]))
         if curves:
             paths[d.name] = rep.device_figure(f"{d.name} (seed {seed})", curves, folder / f"{d.name}.png")
@@ -1192,7 +1204,11 @@ def report(args, command: str) -> int:
         return 1
     figures = {}
     if args.figures:
-        figures = make_figures(found, devices, Path(args.figures_dir))
+        unknown = [r for r in args.figure_recipe or () if r not in found["recipes"]]
+        if unknown:
+            print(f"error: --figure-recipe {unknown[0]}: not among the reported recipes; name one given with --recipe")
+            return 2
+        figures = make_figures(found, devices, Path(args.figures_dir), args.figure_recipe)
         print(f"wrote {len(figures)} figure(s) to {args.figures_dir}")
     elif Path(args.figures_dir).is_dir():
         figures = {d.name: Path(args.figures_dir) / f"{d.name}.png" for d in devices
@@ -1224,6 +1240,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="list what would run; prepare and train nothing")
     p.add_argument("--report", action="store_true", help="rewrite --results from the runs on disk (trains nothing)")
     p.add_argument("--figures", action="store_true", help="write one PNG per device (trains nothing)")
+    p.add_argument("--figure-recipe", action="append", default=None,
+                   help=f"recipe whose runs the figures draw beside agam (repeatable; default: the first "
+                        f"{FIGURE_RECIPES} of --recipe)")
     p.add_argument("--results", default=str(DEFAULT_RESULTS), help="report file (default %(default)s)")
     p.add_argument("--figures-dir", default=str(FIGURES), help="figure folder (default %(default)s)")
     p.add_argument("--library", default=None,

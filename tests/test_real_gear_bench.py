@@ -423,3 +423,26 @@ def test_limited_data_kinds_keep_the_test_audio_and_cut_their_training_audio(tmp
     assert np.array_equal(both.split("test")[0].input[:, 0], x[6 * rate:])
     with pytest.raises(ValueError):
         rg.device_data_limited(tmp_path, tmp_path / "out_dir", device, "tail")
+
+
+def test_figures_draw_agam_and_the_named_recipes_each_run_once(tmp_path, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(rep, "device_figure", lambda title, curves, path: drawn.setdefault(title, curves) and path)
+    curve = [{"epoch": 0, "cpu_s": 0.0, "val_esr": 1.0}]
+
+    def run(recipe, name):
+        return {"recipe": recipe, "run": name, "seed": 0, "curve": curve}
+
+    shared_scratch = dict(run("default", "scratch_full"))
+    found = {"reference": {("mt2", 0): {"seed": 0, "curve": curve}},
+             "recipes": {"default": {("mt2", "scratch_full", 0): run("default", "scratch_full"),
+                                     ("mt2", "transfer_full", 0): run("default", "transfer_full")},
+                         "default_wd0": {("mt2", "scratch_full", 0): shared_scratch,
+                                         ("mt2", "quick", 0): run("default_wd0", "quick")},
+                         "default_nowd": {("mt2", "scratch_full", 0): run("default_nowd", "scratch_full")}}}
+    rg.make_figures(found, rg.select_devices("mt2"), tmp_path)
+    assert [(r, n) for r, n, _ in drawn["mt2 (seed 0)"]] == [
+        ("reference", "agam_full"), ("default", "scratch_full"), ("default", "transfer_full"), ("default_wd0", "quick")]
+    drawn.clear()
+    rg.make_figures(found, rg.select_devices("mt2"), tmp_path, ["default_nowd"])
+    assert [(r, n) for r, n, _ in drawn["mt2 (seed 0)"]] == [("reference", "agam_full"), ("default_nowd", "scratch_full")]
