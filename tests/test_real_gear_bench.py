@@ -446,3 +446,13 @@ def test_figures_draw_agam_and_the_named_recipes_each_run_once(tmp_path, monkeyp
     drawn.clear()
     rg.make_figures(found, rg.select_devices("mt2"), tmp_path, ["default_nowd"])
     assert [(r, n) for r, n, _ in drawn["mt2 (seed 0)"]] == [("reference", "agam_full"), ("default_nowd", "scratch_full")]
+
+
+def test_a_run_older_than_a_config_field_has_that_field_at_its_default():
+    from ampxfer_lib.training.config import TrainConfig
+
+    new = TrainConfig(lr=1e-2, shrink_start=1.0).to_dict()
+    old = {k: v for k, v in new.items() if k not in ("shrink_start", "tbptt_grow")}
+    assert rg.config_identity(old) == rg.config_identity(new)
+    assert rg.config_identity(old) != rg.config_identity(dict(new, shrink_start=0.5))
+    assert rg.config_identity(dict(new, max_epochs=7)) == rg.config_identity(new)  # resumable fields drop out

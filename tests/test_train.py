@@ -574,6 +574,21 @@ def test_a_fine_tune_on_more_than_a_minute_of_audio_starts_at_the_full_rate(smal
     assert make_config(small_data, "agam", init_from="m.json").finetune_lr is None
 
 
+def test_a_fine_tune_of_the_default_has_no_weight_decay_and_scratch_keeps_it(small_data):
+    from ampxfer_lib.training.config import FINETUNE_WEIGHT_DECAY, PRESETS
+
+    assert FINETUNE_WEIGHT_DECAY == 0.0 and "weight_decay" not in PRESETS["adaptive"]
+    assert make_config(small_data).weight_decay == 1e-4
+    for subset in ("full", "limited"):
+        assert make_config(small_data, init_from="m.json", subset=subset).weight_decay == 0.0
+    # an explicit --lr or a cut of the fine-tune rate does not bring the decay back; an explicit decay stands
+    assert make_config(small_data, init_from="m.json", lr=3e-3).weight_decay == 0.0
+    assert make_config(small_data, init_from="m.json", weight_decay=1e-4).weight_decay == 1e-4
+    # agam stays exact for reproductions, and fast has no fine-tune settings of its own
+    assert make_config(small_data, "agam", init_from="m.json").weight_decay == 1e-4
+    assert make_config(small_data, "fast", init_from="m.json").weight_decay == 1e-4
+
+
 def test_the_update_window_grows_as_the_rate_falls(small_data):
     from ampxfer_lib.training.loop import TrainingData, epoch_windows
     from ampxfer_lib.training.tbptt import grown_window, tbptt_windows

@@ -35,8 +35,9 @@ keeps ``fast``'s updates per second and replaces its blind decay, which reached 
 at epoch 30 and then waited there for noise to stop the run: the rate falls only when the
 validations stop improving and its floor ends the run (:mod:`.schedule`); the weights are
 averaged and the average is what is validated and kept (:mod:`.regularize`); a start from
-another model is matched to the data's level first, and fine-tuned at half the rate when it has
-at most a minute of training audio (:data:`FULL_RATE_FINETUNE_SECONDS`).
+another model is matched to the data's level first, fine-tuned without weight decay
+(:data:`FINETUNE_WEIGHT_DECAY`), and at half the rate when it has at most a minute of training
+audio (:data:`FULL_RATE_FINETUNE_SECONDS`).
 """
 
 from __future__ import annotations
@@ -240,7 +241,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # as ``fast``, a rate that only falls when the validations stop improving and whose
     # floor is where the run ends, the weights averaged over the last few hundred updates
     # (validated and kept), and a start from another model matched to the data's level and,
-    # on a minute of audio or less, fine-tuned at half the rate (FULL_RATE_FINETUNE_SECONDS).
+    # on a minute of audio or less, fine-tuned at half the rate (FULL_RATE_FINETUNE_SECONDS),
+    # and without weight decay (FINETUNE_WEIGHT_DECAY).
     "adaptive": {
         "tbptt_samples": 500,
         "lr": 1e-2,
@@ -263,6 +265,12 @@ DEFAULT_PRESET = "adaptive"
 #: 125 s, where 5e-3 kept the fine-tune in its start's basin and ended above scratch; 1e-2 ended
 #: lower on eight of ten devices (median 0.78x). 60 s lies between the two lengths measured.
 FULL_RATE_FINETUNE_SECONDS = 60.0
+#: The weight decay of a start from another model under a preset with a fine-tune rate of its
+#: own (``adaptive``), whatever the length of the audio. AGAM's 1e-4 is coupled into Adam: it
+#: pulls every weight towards zero, which for a fine-tune is away from the start it was given.
+#: On real gear (bench/RESULTS_real_gear.md, recipe default_wd0) none ended lower on nine of ten
+#: devices with full data and on the 30 s quick capture; scratch keeps the preset's decay.
+FINETUNE_WEIGHT_DECAY = 0.0
 
 
 def epoch_lr(config: TrainConfig, epoch: int) -> float:
@@ -288,6 +296,8 @@ def make_config(data: PathLike = "", preset: Optional[str] = None, **overrides) 
         seconds = training_seconds(data, values.get("subset", "full"))
         if seconds is not None and seconds > FULL_RATE_FINETUNE_SECONDS:
             values["finetune_lr"] = values.get("lr", TrainConfig.lr)
+    if values.get("init_from") and "finetune_lr" in PRESETS[preset] and "weight_decay" not in given:
+        values["weight_decay"] = FINETUNE_WEIGHT_DECAY
     return TrainConfig.from_dict(values)
 
 
