@@ -253,6 +253,17 @@ RECIPES: Dict[str, dict] = {
         "preset": None, "train": {"tbptt_grow": True, "weight_decay": 0.0}, "transfer": {}, "quick": {},
         "start": "model", "rank": {},
     },
+    "default_rebase": {
+        "about": "the defaults with a rebased plateau (plateau_rebase: after a decay, improvement counts from the "
+                 "best since it, so a run recovering from a validation spike keeps its rate), every run",
+        "preset": None, "train": {"plateau_rebase": True}, "transfer": {}, "quick": {}, "start": "model",
+        "rank": {},
+    },
+    "default_spread_rebase": {
+        "about": "default_rebase on default_spread's varied 30 s",
+        "preset": None, "train": {"plateau_rebase": True}, "transfer": {}, "quick": {}, "start": "model",
+        "rank": {}, "limited": "spread",
+    },
     "article": {
         "about": "the article's recipe (agam preset) for every run, the picked start as it is",
         "preset": "agam", "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},

@@ -78,6 +78,7 @@ class TrainConfig:
     plateau_factor: float = 0.5
     plateau_patience: int = 5
     plateau_threshold: float = 1e-3  # adaptive: the relative improvement that counts
+    plateau_rebase: bool = False  # adaptive: after a decay, improvement counts from the best since it
     lr_decay: float = 1.0  # exponential: the learning rate's factor per epoch ...
     min_lr: float = 0.0  # ... down to this floor (adaptive: where the run ends)
     ema_decay: float = 0.0  # weight average per update, validated and kept (0: off)
@@ -202,6 +203,7 @@ TRAIN_FIELD_RULES: Dict[str, Dict[str, Any]] = {
     "pre_emphasis": dict(lo=-1, hi=1, optional=True),
     "scheduler": dict(kind="text"),
     "plateau_factor": dict(), "plateau_patience": dict(integer=True), "plateau_threshold": dict(),
+    "plateau_rebase": dict(kind="bool"),
     "lr_decay": dict(), "min_lr": dict(), "ema_decay": dict(), "l2_sp": dict(),
     "shrink_start": dict(lo=0, hi=1, lo_open=True),
     "val_every": dict(integer=True), "patience": dict(integer=True), "max_epochs": dict(integer=True),

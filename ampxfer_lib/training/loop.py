@@ -398,7 +398,7 @@ def scheduled_lr(config: TrainConfig, epoch: int, history: Sequence[dict]) -> Tu
         return epoch_lr(config, epoch), False
     losses = [h["val_loss"] for h in history if h["epoch"] > 0 and h["val_loss"] is not None]
     return adaptive_lr(config.start_lr(), config.plateau_factor, config.plateau_patience, config.min_lr, losses,
-                       config.plateau_threshold)
+                       config.plateau_threshold, config.plateau_rebase)
 
 
 def weight_terms(config: TrainConfig, state: RunState):

@@ -22,11 +22,15 @@ def exponential_lr(lr: float, decay: float, min_lr: float, epoch: int) -> float:
 
 
 def adaptive_lr(lr: float, factor: float, patience: int, min_lr: float, val_losses: Sequence[float],
-                threshold: float = 1e-3) -> Tuple[float, bool]:
+                threshold: float = 1e-3, rebase: bool = False) -> Tuple[float, bool]:
     """The rate after the validations ``val_losses`` (oldest first), and whether the run has converged.
 
     A validation improves when it is below ``best * (1 - threshold)``; the count of validations
-    without improvement restarts after each decay. Returns ``(rate, converged)``.
+    without improvement restarts after each decay. ``rebase``: after each decay ``best`` is the
+    best validation since it, not of the whole run, so a run climbing back down from a spike is
+    improving, not stalled (without it, the rate halves all the way down while it recovers: on
+    real gear a 30 s capture then ended at its floor above its pre-spike best).
+    Returns ``(rate, converged)``.
     """
     rate, best, bad = lr, math.inf, 0
     for v in val_losses:
@@ -38,4 +42,6 @@ def adaptive_lr(lr: float, factor: float, patience: int, min_lr: float, val_loss
             if rate <= min_lr:
                 return rate, True
             rate, bad = max(rate * factor, min_lr), 0
+            if rebase:
+                best = math.inf
     return rate, False
