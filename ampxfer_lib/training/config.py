@@ -270,9 +270,10 @@ FULL_RATE_FINETUNE_SECONDS = 60.0
 #: The weight decay of a start from another model under a preset with a fine-tune rate of its
 #: own (``adaptive``), whatever the length of the audio. AGAM's 1e-4 is coupled into Adam: it
 #: pulls every weight towards zero, which for a fine-tune is away from the start it was given.
-#: On real gear (bench/RESULTS_real_gear.md, recipe default_wd0) none ended lower on eight of ten
-#: devices with full data (median 0.87x) and on eight and nine of ten 30 s quick captures (the
-#: first 30 s, median 0.71x; varied 30 s, 0.90x). Scratch keeps the preset's decay.
+#: On real gear (bench/RESULTS_real_gear.md, recipe default_wd0) a fine-tune without it ended
+#: lower on eight of ten devices with full data (median 0.87x), and on eight and nine of ten
+#: 30 s quick captures (the first 30 s, median 0.71x; varied 30 s, 0.90x). Scratch keeps the
+#: preset's decay.
 FINETUNE_WEIGHT_DECAY = 0.0
 
 
