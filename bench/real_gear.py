@@ -1224,7 +1224,8 @@ def report(args, command: str) -> int:
     if args.figures:
         unknown = [r for r in args.figure_recipe or () if r not in found["recipes"]]
         if unknown:
-            print(f"error: --figure-recipe {unknown[0]}: not among the reported recipes; name one given with --recipe")
+            print(f"error: --figure-recipe {unknown[0]}: not among the reported recipes; name one given with --recipe",
+                  file=sys.stderr)
             return 2
         figures = make_figures(found, devices, Path(args.figures_dir), args.figure_recipe)
         print(f"wrote {len(figures)} figure(s) to {args.figures_dir}")

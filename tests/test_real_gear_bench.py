@@ -448,6 +448,18 @@ def test_figures_draw_agam_and_the_named_recipes_each_run_once(tmp_path, monkeyp
     assert [(r, n) for r, n, _ in drawn["mt2 (seed 0)"]] == [("reference", "agam_full"), ("default_nowd", "scratch_full")]
 
 
+def test_a_figure_recipe_that_is_not_reported_is_refused(tmp_path, capsys):
+    run = tmp_path / "out" / "recipes" / "default" / "mt2" / "scratch_full_s0"
+    run.mkdir(parents=True)
+    res = result([(0, 0.0, 1.0), (1, 25.0, 0.2)], 1, 0.2)
+    res.update({"run": "scratch_full", "recipe": "default", "seed": 0, "command": "c", "ranking": None})
+    (run / "result.json").write_text(json.dumps(res))
+    argv = ["--out", str(tmp_path / "out"), "--figures", "--figures-dir", str(tmp_path / "fig")]
+    assert rg.main(argv + ["--figure-recipe", "default_nowd"]) == 2
+    assert "--figure-recipe default_nowd: not among the reported recipes" in capsys.readouterr().err
+    assert not (tmp_path / "fig").exists()
+
+
 def test_a_run_older_than_a_config_field_has_that_field_at_its_default():
     from ampxfer_lib.training.config import TrainConfig
 

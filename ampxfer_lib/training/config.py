@@ -285,7 +285,12 @@ def epoch_lr(config: TrainConfig, epoch: int) -> float:
 
 
 def make_config(data: PathLike = "", preset: Optional[str] = None, **overrides) -> TrainConfig:
-    """A TrainConfig from a preset plus explicit overrides (``None`` values are ignored)."""
+    """A TrainConfig from a preset plus explicit overrides (``None`` values are ignored).
+
+    A start from another model (``init_from``) under a preset with fine-tune settings of its own
+    (``adaptive``) gets them unless they are given: its rate is the full one on more than
+    :data:`FULL_RATE_FINETUNE_SECONDS` of audio, and its weight decay :data:`FINETUNE_WEIGHT_DECAY`.
+    """
     preset = preset or DEFAULT_PRESET
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; one of {', '.join(sorted(PRESETS))}")
@@ -296,11 +301,12 @@ def make_config(data: PathLike = "", preset: Optional[str] = None, **overrides) 
     values.update(given)
     values["preset"] = preset
     values["data"] = os.fspath(data)
-    if values.get("init_from") and "finetune_lr" in values and "finetune_lr" not in given:
+    fine_tune = bool(values.get("init_from")) and "finetune_lr" in PRESETS[preset]
+    if fine_tune and "finetune_lr" in values and "finetune_lr" not in given:  # not dropped by an explicit lr
         seconds = training_seconds(data, values.get("subset", "full"))
         if seconds is not None and seconds > FULL_RATE_FINETUNE_SECONDS:
             values["finetune_lr"] = values.get("lr", TrainConfig.lr)
-    if values.get("init_from") and "finetune_lr" in PRESETS[preset] and "weight_decay" not in given:
+    if fine_tune and "weight_decay" not in given:
         values["weight_decay"] = FINETUNE_WEIGHT_DECAY
     return TrainConfig.from_dict(values)
 
