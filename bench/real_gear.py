@@ -264,6 +264,17 @@ RECIPES: Dict[str, dict] = {
         "preset": None, "train": {"plateau_rebase": True}, "transfer": {}, "quick": {}, "start": "model",
         "rank": {}, "limited": "spread",
     },
+    "default_ftgrow": {
+        "about": "the defaults with the fine-tune's update window growing as its rate falls (tbptt_grow in quick "
+                 "and transfer_full only; scratch is the default's)",
+        "preset": None, "train": {}, "transfer": {"tbptt_grow": True}, "quick": {}, "start": "model", "rank": {},
+        "scratch_of": "default",
+    },
+    "default_spread_ftgrow": {
+        "about": "default_ftgrow on default_spread's varied 30 s",
+        "preset": None, "train": {}, "transfer": {"tbptt_grow": True}, "quick": {}, "start": "model", "rank": {},
+        "scratch_of": "default", "limited": "spread",
+    },
     "article": {
         "about": "the article's recipe (agam preset) for every run, the picked start as it is",
         "preset": "agam", "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
