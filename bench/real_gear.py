@@ -275,6 +275,11 @@ RECIPES: Dict[str, dict] = {
         "preset": None, "train": {}, "transfer": {"tbptt_grow": True}, "quick": {}, "start": "model", "rank": {},
         "scratch_of": "default", "limited": "spread",
     },
+    "default_restart": {
+        "about": "the defaults, each fall of the rate restarting from the best weights so far (decay_from_best), "
+                 "every run",
+        "preset": None, "train": {"decay_from_best": True}, "transfer": {}, "quick": {}, "start": "model", "rank": {},
+    },
     "article": {
         "about": "the article's recipe (agam preset) for every run, the picked start as it is",
         "preset": "agam", "train": {}, "transfer": {}, "quick": {}, "start": "model", "rank": {},

@@ -604,3 +604,47 @@ def test_the_update_window_grows_as_the_rate_falls(small_data):
     assert epoch_windows(grown, data, grown.lr) == tbptt_windows(seg, grown.warmup_samples, 500)
     assert epoch_windows(grown, data, grown.lr / 4) == tbptt_windows(seg, grown.warmup_samples, 2000)
     assert epoch_windows(grown, data, 1e-7) == [(grown.warmup_samples, seg)]  # the whole segment at most
+
+
+def test_restarts_from_best_only_in_the_epoch_whose_adaptive_rate_fell():
+    from ampxfer_lib.training.loop import restarts_from_best
+
+    history = [{"epoch": 0, "lr": 1e-2}, {"epoch": 1, "lr": 1e-2}, {"epoch": 2, "lr": 1e-2}]
+    on = TrainConfig(scheduler="adaptive", decay_from_best=True)
+
+    class State:  # what restarts_from_best reads of a RunState
+        has_best_model = True
+
+    state = State()
+    state.history = history
+    assert restarts_from_best(on, 5e-3, state)  # the rate after epoch 2 fell: restart
+    assert not restarts_from_best(on, 1e-2, state)  # the same rate: carry on
+    assert not restarts_from_best(TrainConfig(scheduler="adaptive"), 5e-3, state)  # off (the default)
+    assert not restarts_from_best(TrainConfig(scheduler="exponential", decay_from_best=True), 5e-3, state)
+    state.history = history[:1]  # epoch 1: only the start's validation is recorded, nothing to restart from
+    assert not restarts_from_best(on, 5e-3, state)
+    state.history, state.has_best_model = history, False
+    assert not restarts_from_best(on, 5e-3, state)
+
+
+def test_a_run_that_restarts_from_best_at_each_decay_resumes_identically(small_data, tmp_path):
+    # a rate too high for the toy device (5e-2) and patience 1: the rate halves within a few epochs
+    common = dict(hidden_size=4, batch_size=4, lr=5e-2, plateau_patience=1, max_epochs=8, checkpoint_seconds=0,
+                  seed=1)
+    train(make_config(small_data, **common), tmp_path / "plain")
+    plain = json.loads((tmp_path / "plain" / "history.json").read_text())
+    cfg = make_config(small_data, decay_from_best=True, **common)
+    train(cfg, tmp_path / "whole")
+    history = json.loads((tmp_path / "whole" / "history.json").read_text())
+    decay = next(h["epoch"] for h in history[2:] if h["lr"] < 5e-2)
+    best = min(history[1:decay], key=lambda h: h["val_loss"])
+    assert best["epoch"] < decay - 1  # the epoch before the decay was not the best: the restart moves the weights
+    # identical until the decay, then the restarted run's first epoch differs
+    assert _strip(history[:decay]) == _strip(plain[:decay])
+    assert history[decay]["train_loss"] != plain[decay]["train_loss"]
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", callbacks=[StopAt(decay, batch=1)])
+    train(cfg, tmp_path / "killed")
+    assert _strip(json.loads((tmp_path / "killed" / "history.json").read_text())) == _strip(history)
+    for name in ("model_best.json", "model_last.json"):
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()

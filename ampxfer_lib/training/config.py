@@ -79,6 +79,7 @@ class TrainConfig:
     plateau_patience: int = 5
     plateau_threshold: float = 1e-3  # adaptive: the relative improvement that counts
     plateau_rebase: bool = False  # adaptive: after a decay, improvement counts from the best since it
+    decay_from_best: bool = False  # adaptive: an epoch whose rate fell starts from the best weights so far
     lr_decay: float = 1.0  # exponential: the learning rate's factor per epoch ...
     min_lr: float = 0.0  # ... down to this floor (adaptive: where the run ends)
     ema_decay: float = 0.0  # weight average per update, validated and kept (0: off)
@@ -204,6 +205,7 @@ TRAIN_FIELD_RULES: Dict[str, Dict[str, Any]] = {
     "scheduler": dict(kind="text"),
     "plateau_factor": dict(), "plateau_patience": dict(integer=True), "plateau_threshold": dict(),
     "plateau_rebase": dict(kind="bool"),
+    "decay_from_best": dict(kind="bool"),
     "lr_decay": dict(), "min_lr": dict(), "ema_decay": dict(), "l2_sp": dict(),
     "shrink_start": dict(lo=0, hi=1, lo_open=True),
     "val_every": dict(integer=True), "patience": dict(integer=True), "max_epochs": dict(integer=True),

@@ -126,6 +126,8 @@ def train(config: TrainConfig, out_dir: PathLike, callbacks: Sequence[Callback] 
                 if config.scheduler in ("exponential", "adaptive"):
                     for group in optimizer.param_groups:
                         group["lr"] = scheduled_lr(config, epoch, state.history)[0]
+                if state.batch == 0 and restarts_from_best(config, optimizer.param_groups[0]["lr"], state):
+                    state.restart_from_best()
 
                 windows = epoch_windows(config, data, optimizer.param_groups[0]["lr"])
                 # An epoch of batches, resumed at state.batch after a checkpoint inside it.
@@ -399,6 +401,16 @@ def scheduled_lr(config: TrainConfig, epoch: int, history: Sequence[dict]) -> Tu
     losses = [h["val_loss"] for h in history if h["epoch"] > 0 and h["val_loss"] is not None]
     return adaptive_lr(config.start_lr(), config.plateau_factor, config.plateau_patience, config.min_lr, losses,
                        config.plateau_threshold, config.plateau_rebase)
+
+
+def restarts_from_best(config: TrainConfig, lr: float, state: RunState) -> bool:
+    """Whether an epoch at rate ``lr`` starts from the best weights so far (``decay_from_best``):
+    when the adaptive rate has just fallen. A function of the recorded history, so a resumed run
+    restarts at the same epochs; a resumed epoch (``state.batch`` > 0) has already restarted."""
+    if not (config.decay_from_best and config.scheduler == "adaptive" and state.has_best_model):
+        return False
+    trained = [h for h in state.history if h["epoch"] > 0]
+    return bool(trained) and lr < trained[-1]["lr"]
 
 
 def weight_terms(config: TrainConfig, state: RunState):

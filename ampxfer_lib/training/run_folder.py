@@ -150,6 +150,13 @@ class RunState:
         else:
             self.bad_validations += 1
 
+    def restart_from_best(self) -> None:
+        """Carry on from the best weights so far: the model and its average become the kept
+        best model (the average's, where there is one); the optimiser's moments stay."""
+        self.model.load_state_dict(self.best_state)
+        if self.average is not None:
+            self.average = _copy(self.best_state)
+
     def to_checkpoint(self) -> dict:
         return {
             "model": self.model.state_dict(),
