@@ -552,7 +552,8 @@ def test_end_line_warns_when_the_model_learnt_nothing(tmp_path):
                                                            f"(best validation ESR {esr:.2f})") and want in lines[1]
 
 
-def test_a_fine_tune_on_more_than_a_minute_of_audio_starts_at_the_full_rate(small_data, monkeypatch):
+def test_a_fine_tune_on_more_than_a_minute_of_audio_starts_at_the_full_rate_and_grows_its_window(small_data,
+                                                                                                  monkeypatch):
     from ampxfer_lib.data.dataset import Dataset
     from ampxfer_lib.training import config as config_module
 
@@ -561,17 +562,22 @@ def test_a_fine_tune_on_more_than_a_minute_of_audio_starts_at_the_full_rate(smal
     assert limited < seconds
     monkeypatch.setattr(config_module, "FULL_RATE_FINETUNE_SECONDS", (limited + seconds) / 2)
     full = make_config(small_data, init_from="m.json")
-    assert (full.finetune_lr, full.start_lr()) == (1e-2, 1e-2)
+    assert (full.finetune_lr, full.start_lr(), full.tbptt_grow) == (1e-2, 1e-2, True)
     short = make_config(small_data, init_from="m.json", subset="limited")
-    assert (short.finetune_lr, short.start_lr()) == (5e-3, 5e-3)
-    # exactly at the limit still counts as short; an explicit rate always stands; scratch is untouched
+    assert (short.finetune_lr, short.start_lr(), short.tbptt_grow) == (5e-3, 5e-3, False)
+    # exactly at the limit still counts as short; an explicit setting always stands; scratch is untouched
     monkeypatch.setattr(config_module, "FULL_RATE_FINETUNE_SECONDS", seconds)
-    assert make_config(small_data, init_from="m.json").finetune_lr == 5e-3
+    at_limit = make_config(small_data, init_from="m.json")
+    assert (at_limit.finetune_lr, at_limit.tbptt_grow) == (5e-3, False)
     monkeypatch.setattr(config_module, "FULL_RATE_FINETUNE_SECONDS", limited)
     assert make_config(small_data, init_from="m.json", finetune_lr=2e-3).finetune_lr == 2e-3
+    assert make_config(small_data, init_from="m.json", tbptt_grow=False).tbptt_grow is False
+    assert make_config(small_data, init_from="m.json", lr=3e-3).tbptt_grow is True  # the window rule is not the rate's
     assert make_config(small_data).to_dict() == make_config("d").to_dict() | {"data": str(small_data)}
-    # agam and fast have no fine-tune rate of their own: nothing to switch
-    assert make_config(small_data, "agam", init_from="m.json").finetune_lr is None
+    assert make_config(small_data).tbptt_grow is False
+    # agam and fast have no fine-tune settings of their own: nothing to switch
+    agam = make_config(small_data, "agam", init_from="m.json")
+    assert (agam.finetune_lr, agam.tbptt_grow) == (None, False)
 
 
 def test_a_fine_tune_of_the_default_has_no_weight_decay_and_scratch_keeps_it(small_data):

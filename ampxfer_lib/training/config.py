@@ -37,7 +37,7 @@ validations stop improving and its floor ends the run (:mod:`.schedule`); the we
 averaged and the average is what is validated and kept (:mod:`.regularize`); a start from
 another model is matched to the data's level first, fine-tuned without weight decay
 (:data:`FINETUNE_WEIGHT_DECAY`), and at half the rate when it has at most a minute of training
-audio (:data:`FULL_RATE_FINETUNE_SECONDS`).
+audio (:data:`FULL_RATE_FINETUNE_SECONDS`); on more, its update window grows as its rate falls.
 """
 
 from __future__ import annotations
@@ -245,8 +245,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # as ``fast``, a rate that only falls when the validations stop improving and whose
     # floor is where the run ends, the weights averaged over the last few hundred updates
     # (validated and kept), and a start from another model matched to the data's level and,
-    # on a minute of audio or less, fine-tuned at half the rate (FULL_RATE_FINETUNE_SECONDS),
-    # and without weight decay (FINETUNE_WEIGHT_DECAY).
+    # on a minute of audio or less, fine-tuned at half the rate (FULL_RATE_FINETUNE_SECONDS;
+    # on more, at the full rate with a window that grows as the rate falls), and without
+    # weight decay (FINETUNE_WEIGHT_DECAY).
     "adaptive": {
         "tbptt_samples": 500,
         "lr": 1e-2,
@@ -268,6 +269,11 @@ DEFAULT_PRESET = "adaptive"
 #: real gear (bench/RESULTS_real_gear.md) the lower rate won on 30 s (2e-3 beat 5e-3) and lost on
 #: 125 s, where 5e-3 kept the fine-tune in its start's basin and ended above scratch; 1e-2 ended
 #: lower on eight of ten devices (median 0.78x). 60 s lies between the two lengths measured.
+#: Such a fine-tune also grows its update window as its rate falls (``tbptt_grow``): once the
+#: steps are small the 500-sample truncated gradient's bias made the training loss of full-data
+#: fine-tunes climb (bench/tbptt_bias.py), and on real gear (recipe default_ftgrow) the growing
+#: window ended a Blues Jr's fine-tune below its scratch on three seeds of three (it was above on
+#: the median before). A 30 s capture keeps the fixed window: measured only on 125 s.
 FULL_RATE_FINETUNE_SECONDS = 60.0
 #: The weight decay of a start from another model under a preset with a fine-tune rate of its
 #: own (``adaptive``), whatever the length of the audio. AGAM's 1e-4 is coupled into Adam: it
@@ -290,8 +296,9 @@ def make_config(data: PathLike = "", preset: Optional[str] = None, **overrides) 
     """A TrainConfig from a preset plus explicit overrides (``None`` values are ignored).
 
     A start from another model (``init_from``) under a preset with fine-tune settings of its own
-    (``adaptive``) gets them unless they are given: its rate is the full one on more than
-    :data:`FULL_RATE_FINETUNE_SECONDS` of audio, and its weight decay :data:`FINETUNE_WEIGHT_DECAY`.
+    (``adaptive``) gets them unless they are given: on more than :data:`FULL_RATE_FINETUNE_SECONDS`
+    of audio its rate is the full one and its update window grows as the rate falls
+    (``tbptt_grow``), and its weight decay is :data:`FINETUNE_WEIGHT_DECAY`.
     """
     preset = preset or DEFAULT_PRESET
     if preset not in PRESETS:
@@ -304,12 +311,15 @@ def make_config(data: PathLike = "", preset: Optional[str] = None, **overrides) 
     values["preset"] = preset
     values["data"] = os.fspath(data)
     fine_tune = bool(values.get("init_from")) and "finetune_lr" in PRESETS[preset]
-    if fine_tune and "finetune_lr" in values and "finetune_lr" not in given:  # not dropped by an explicit lr
+    if fine_tune:
         seconds = training_seconds(data, values.get("subset", "full"))
-        if seconds is not None and seconds > FULL_RATE_FINETUNE_SECONDS:
+        long_audio = seconds is not None and seconds > FULL_RATE_FINETUNE_SECONDS
+        if long_audio and "finetune_lr" in values and "finetune_lr" not in given:  # not dropped by an explicit lr
             values["finetune_lr"] = values.get("lr", TrainConfig.lr)
-    if fine_tune and "weight_decay" not in given:
-        values["weight_decay"] = FINETUNE_WEIGHT_DECAY
+        if long_audio and "tbptt_grow" not in given:
+            values["tbptt_grow"] = True
+        if "weight_decay" not in given:
+            values["weight_decay"] = FINETUNE_WEIGHT_DECAY
     return TrainConfig.from_dict(values)
 
 
