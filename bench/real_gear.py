@@ -141,8 +141,14 @@ DEVICES: Tuple[Device, ...] = (
 #: polarity). ``rank``: RankConfig overrides (the ranking is cached per distinct setting).
 #: ``scratch_of``: another recipe whose scratch_full this one shares (same preset and
 #: ``train``: only the start or the transfer settings differ), or "reference" for the agam
-#: reference (a recipe on the plain agam preset). The agam reference does not depend on the recipe. Add variants below; give a changed
-#: definition a new name (a run folder refuses a different definition under the old one).
+#: reference (a recipe on the plain agam preset). The agam reference does not depend on the
+#: recipe. Add variants below; give a changed definition a new name (a run folder refuses a
+#: different definition under the old one).
+#: The default's fine-tune settings that later sessions changed, as the lever recipes measured
+#: against the older defaults pin them (so each definition still names its runs): until the
+#: sixth session the preset's weight decay, until the seventh a fixed update window.
+FIFTH_FINETUNE = {"weight_decay": 1e-4, "tbptt_grow": False}
+SIXTH_FINETUNE = {"tbptt_grow": False}
 RECIPES: Dict[str, dict] = {
     "default": {
         "about": "the library's defaults as shipped: default preset, the picked start as it is (since the fourth "
@@ -154,100 +160,106 @@ RECIPES: Dict[str, dict] = {
     },
     "default_wd4": {
         "about": "the fifth session's default: fine-tuned with the preset's weight decay, 1e-4",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 1e-4, "tbptt_grow": False}, "quick": {}, "start": "model",
+        "preset": None, "train": {}, "transfer": {**FIFTH_FINETUNE}, "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default",
     },
     "default_refit": {
         "about": "the defaults, but the start's dense layer refitted to the target (level and polarity matched)",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 1e-4, "tbptt_grow": False}, "quick": {}, "start": "refit_head", "rank": {},
+        "preset": None, "train": {}, "transfer": {**FIFTH_FINETUNE}, "quick": {}, "start": "refit_head", "rank": {},
         "scratch_of": "default",
     },
     "default_l2sp3": {
         "about": "the defaults, fine-tuning pulled towards the start by L2-SP alpha 1e-3 (quick overfits 30 s)",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 1e-4, "l2_sp": 1e-3, "tbptt_grow": False}, "quick": {}, "start": "model", "rank": {},
+        "preset": None, "train": {}, "transfer": {**FIFTH_FINETUNE, "l2_sp": 1e-3},
+        "quick": {}, "start": "model", "rank": {},
         "scratch_of": "default",
     },
     "default_l2sp4": {
         "about": "the defaults, fine-tuning pulled towards the start by L2-SP alpha 1e-4",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 1e-4, "l2_sp": 1e-4, "tbptt_grow": False}, "quick": {}, "start": "model", "rank": {},
+        "preset": None, "train": {}, "transfer": {**FIFTH_FINETUNE, "l2_sp": 1e-4},
+        "quick": {}, "start": "model", "rank": {},
         "scratch_of": "default",
     },
     "default_spread": {
         "about": "the defaults, but the 30 s of quick and scratch_limited are six 5 s pieces spread over the "
                  "training audio (what a guitarist who plays varied material for 30 s records), ranked on them",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 1e-4, "tbptt_grow": False}, "quick": {}, "start": "model", "rank": {},
+        "preset": None, "train": {}, "transfer": {**FIFTH_FINETUNE}, "quick": {}, "start": "model", "rank": {},
         "scratch_of": "default", "limited": "spread",
     },
     "default_selfval": {
         "about": "the defaults on a 30 s recording that must validate itself: quick and scratch_limited train "
                  "on its first 21 s and validate on the next 6 s (ampxfer capture's split), ranked on them",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 1e-4, "tbptt_grow": False}, "quick": {}, "start": "model", "rank": {},
+        "preset": None, "train": {}, "transfer": {**FIFTH_FINETUNE}, "quick": {}, "start": "model", "rank": {},
         "scratch_of": "default", "limited": "selfval",
     },
     "default_spread_selfval": {
         "about": "the defaults on a varied 30 s recording that must validate itself: default_spread's six pieces "
                  "back to back, split like default_selfval (first 21 s train, next 6 s validate)",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 1e-4, "tbptt_grow": False}, "quick": {}, "start": "model", "rank": {},
+        "preset": None, "train": {}, "transfer": {**FIFTH_FINETUNE}, "quick": {}, "start": "model", "rank": {},
         "scratch_of": "default", "limited": "spread_selfval",
     },
     "default_freeze": {
         "about": "the defaults, the start's LSTM frozen for the first 20 epochs of a fine-tune (head first)",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 1e-4, "freeze_lstm_epochs": 20, "tbptt_grow": False}, "quick": {}, "start": "model",
+        "preset": None, "train": {}, "transfer": {**FIFTH_FINETUNE, "freeze_lstm_epochs": 20},
+        "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default",
     },
     "default_spread_freeze": {
         "about": "default_spread with default_freeze's fine-tune (LSTM frozen for its first 20 epochs)",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 1e-4, "freeze_lstm_epochs": 20, "tbptt_grow": False}, "quick": {}, "start": "model",
+        "preset": None, "train": {}, "transfer": {**FIFTH_FINETUNE, "freeze_lstm_epochs": 20},
+        "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default", "limited": "spread",
     },
     "default_ft2": {
         "about": "the defaults, fine-tuned at 2e-3 instead of 5e-3 (a lower, longer fine-tune)",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 1e-4, "finetune_lr": 2e-3, "tbptt_grow": False}, "quick": {}, "start": "model",
+        "preset": None, "train": {}, "transfer": {**FIFTH_FINETUNE, "finetune_lr": 2e-3}, "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default",
     },
     "default_ft5": {
         "about": "the third session's default: every fine-tune at 5e-3, also on 125 s (the default now starts a "
                  "fine-tune on more than a minute of audio at 1e-2)",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 1e-4, "finetune_lr": 5e-3, "tbptt_grow": False}, "quick": {}, "start": "model",
+        "preset": None, "train": {}, "transfer": {**FIFTH_FINETUNE, "finetune_lr": 5e-3}, "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default",
     },
     "default_ft10": {
         "about": "the defaults, fine-tuned at scratch's 1e-2 instead of 5e-3 (can a full-data fine-tune leave "
                  "the start's basin?)",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 1e-4, "finetune_lr": 1e-2, "tbptt_grow": False}, "quick": {}, "start": "model",
+        "preset": None, "train": {}, "transfer": {**FIFTH_FINETUNE, "finetune_lr": 1e-2}, "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default",
     },
     "default_shrink5": {
         "about": "the defaults, the start shrunk and perturbed before its level is matched (Ash & Adams 2020): "
                  "half the start plus half a fresh init (can a full-data fine-tune leave the start's basin?)",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 1e-4, "shrink_start": 0.5, "tbptt_grow": False}, "quick": {}, "start": "model",
+        "preset": None, "train": {}, "transfer": {**FIFTH_FINETUNE, "shrink_start": 0.5}, "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default",
     },
     "default_shrink8": {
         "about": "default_shrink5 with 0.8 of the start kept",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 1e-4, "shrink_start": 0.8, "tbptt_grow": False}, "quick": {}, "start": "model",
+        "preset": None, "train": {}, "transfer": {**FIFTH_FINETUNE, "shrink_start": 0.8}, "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default",
     },
     "default_wd0": {
         "about": "the defaults, fine-tuned without weight decay (the preset's 1e-4, coupled into Adam as in AGAM, "
                  "pulls a start's weights towards zero, not towards the start)",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 0.0, "tbptt_grow": False}, "quick": {}, "start": "model",
+        "preset": None, "train": {}, "transfer": {**SIXTH_FINETUNE, "weight_decay": 0.0}, "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default",
     },
     "default_spread_wd0": {
         "about": "default_spread fine-tuned without weight decay (default_wd0 on the varied 30 s)",
-        "preset": None, "train": {}, "transfer": {"weight_decay": 0.0, "tbptt_grow": False}, "quick": {}, "start": "model",
+        "preset": None, "train": {}, "transfer": {**SIXTH_FINETUNE, "weight_decay": 0.0}, "quick": {}, "start": "model",
         "rank": {}, "scratch_of": "default", "limited": "spread",
     },
     "default_nowd": {
         "about": "the defaults without weight decay in any run (scratch too): the preset's 1e-4, coupled into "
                  "Adam as in AGAM, pulls every weight towards zero",
-        "preset": None, "train": {"weight_decay": 0.0}, "transfer": {"tbptt_grow": False}, "quick": {}, "start": "model", "rank": {},
+        "preset": None, "train": {"weight_decay": 0.0}, "transfer": {**SIXTH_FINETUNE},
+        "quick": {}, "start": "model", "rank": {},
     },
     "default_grow": {
         "about": "the defaults with the update window growing as the rate falls (tbptt_grow: 500 samples x "
                  "start rate / rate, up to the segment), every run",
-        "preset": None, "train": {"tbptt_grow": True}, "transfer": {"weight_decay": 1e-4}, "quick": {}, "start": "model", "rank": {},
+        "preset": None, "train": {"tbptt_grow": True}, "transfer": {"weight_decay": 1e-4},
+        "quick": {}, "start": "model", "rank": {},
     },
     "default_nowd_grow": {
         "about": "default_grow without weight decay (default_nowd): both fixes of the fifth session together",
@@ -257,12 +269,14 @@ RECIPES: Dict[str, dict] = {
     "default_rebase": {
         "about": "the defaults with a rebased plateau (plateau_rebase: after a decay, improvement counts from the "
                  "best since it, so a run recovering from a validation spike keeps its rate), every run",
-        "preset": None, "train": {"plateau_rebase": True}, "transfer": {"tbptt_grow": False}, "quick": {}, "start": "model",
+        "preset": None, "train": {"plateau_rebase": True}, "transfer": {**SIXTH_FINETUNE},
+        "quick": {}, "start": "model",
         "rank": {},
     },
     "default_spread_rebase": {
         "about": "default_rebase on default_spread's varied 30 s",
-        "preset": None, "train": {"plateau_rebase": True}, "transfer": {"tbptt_grow": False}, "quick": {}, "start": "model",
+        "preset": None, "train": {"plateau_rebase": True}, "transfer": {**SIXTH_FINETUNE},
+        "quick": {}, "start": "model",
         "rank": {}, "limited": "spread",
     },
     "default_ftgrow": {
@@ -279,7 +293,8 @@ RECIPES: Dict[str, dict] = {
     "default_restart": {
         "about": "the defaults, each fall of the rate restarting from the best weights so far (decay_from_best), "
                  "every run",
-        "preset": None, "train": {"decay_from_best": True}, "transfer": {"tbptt_grow": False}, "quick": {}, "start": "model", "rank": {},
+        "preset": None, "train": {"decay_from_best": True}, "transfer": {**SIXTH_FINETUNE},
+        "quick": {}, "start": "model", "rank": {},
     },
     "article": {
         "about": "the article's recipe (agam preset) for every run, the picked start as it is",
